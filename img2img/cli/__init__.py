@@ -1,0 +1,68 @@
+"""The `img2img` command line: a thin click layer over the library.
+
+Each command lives in its own module below; this one holds the group, the global options and
+the mapping from errors to exit codes (0 all written, 1 some inputs failed, 2 usage error).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from img2img import __version__
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+
+
+class CliContext:
+    """Global options, reachable from every command as ``ctx.obj``."""
+
+    def __init__(self, device: str, verbosity: int) -> None:
+        self.device = device
+        self.verbosity = verbosity  # 0 quiet, 1 normal, 2 verbose
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="img2img")
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    default="auto",
+    show_default=True,
+    help="Where networks run: auto picks cuda, then mps, then cpu.",
+)
+@click.option("--verbose", "-v", "verbosity", flag_value=2, help="More output.")
+@click.option("--quiet", "-q", "verbosity", flag_value=0, help="Errors only, no progress bar.")
+@click.pass_context
+def cli(ctx: click.Context, device: str, verbosity: int | None) -> None:
+    """Image-to-image translation: translate, upscale, train and evaluate models."""
+    ctx.obj = CliContext(device=device, verbosity=1 if verbosity is None else verbosity)
+
+
+def _register_commands() -> None:
+    # Imported here so each command module stays independent and the group lists all six.
+    from img2img.cli import data, evaluate, infer, train, weights
+
+    cli.add_command(infer.translate)
+    cli.add_command(infer.upscale)
+    cli.add_command(train.train)
+    cli.add_command(evaluate.eval_command)
+    cli.add_command(weights.weights)
+    cli.add_command(data.data)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    cli.main(args=argv, prog_name="img2img")
+
+
+def not_yet_available(name: str) -> None:
+    """Stop a command whose feature has not landed yet, with exit code 2."""
+    click.echo(f"img2img {name}: not yet available in this version", err=True)
+    sys.exit(EXIT_USAGE)
