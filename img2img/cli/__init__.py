@@ -6,23 +6,10 @@ the mapping from errors to exit codes (0 all written, 1 some inputs failed, 2 us
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from img2img import __version__
-
-EXIT_OK = 0
-EXIT_SOME_FAILED = 1
-EXIT_USAGE = 2
-
-
-class CliContext:
-    """Global options, reachable from every command as ``ctx.obj``."""
-
-    def __init__(self, device: str, verbosity: int) -> None:
-        self.device = device
-        self.verbosity = verbosity  # 0 quiet, 1 normal, 2 verbose
+from img2img.cli.common import CliContext
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,9 +47,3 @@ _register_commands()
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=argv, prog_name="img2img")
-
-
-def not_yet_available(name: str) -> None:
-    """Stop a command whose feature has not landed yet, with exit code 2."""
-    click.echo(f"img2img {name}: not yet available in this version", err=True)
-    sys.exit(EXIT_USAGE)

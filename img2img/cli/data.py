@@ -2,7 +2,7 @@
 
 import click
 
-from img2img.cli import not_yet_available
+from img2img.cli.common import not_yet_available
 
 
 @click.command(context_settings={"ignore_unknown_options": True})

@@ -1,0 +1,1 @@
+"""img2img.image_io (being written)."""

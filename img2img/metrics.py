@@ -1,0 +1,1 @@
+"""img2img.metrics (being written)."""
