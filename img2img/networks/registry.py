@@ -12,6 +12,10 @@ from typing import Any
 
 from torch import nn
 
+from img2img.networks.patchgan import patchgan, pixel
+from img2img.networks.resnet import resnet
+from img2img.networks.unet import unet
+
 
 class UnknownArchitectureError(KeyError):
     """Raised for a name that is not in ``ARCHITECTURES``; the message lists the known names."""
@@ -38,7 +42,62 @@ class ArchSpec:
     summary: str = ""
 
 
-ARCHITECTURES: dict[str, ArchSpec] = {}
+# Translation nets work in [-1, 1] (tanh outputs); SR nets in [0, 1].
+_PM1 = (-1.0, 1.0)
+_UNIT = (0.0, 1.0)
+
+# Defaults follow the reference code: pix2pix (U-Net, PatchGAN, pixel D: batch norm, U-Net with
+# dropout) and CycleGAN (ResNet: instance norm, no dropout). Each entry lists every keyword so
+# `resolve_kwargs` gives the complete set a descriptor stores.
+_UNET = {"in_channels": 3, "out_channels": 3, "ngf": 64, "norm": "batch", "dropout": True}
+_RESNET = {"in_channels": 3, "out_channels": 3, "ngf": 64, "norm": "instance", "dropout": False}
+
+ARCHITECTURES: dict[str, ArchSpec] = {
+    "unet": ArchSpec(
+        unet,
+        {**_UNET, "num_downs": 8},
+        value_range=_PM1,
+        summary="pix2pix U-Net, depth num_downs (sides multiple of 2**num_downs)",
+    ),
+    "unet_128": ArchSpec(
+        unet, {**_UNET, "num_downs": 7}, value_range=_PM1, summary="pix2pix U-Net for 128-px crops"
+    ),
+    "unet_256": ArchSpec(
+        unet, {**_UNET, "num_downs": 8}, value_range=_PM1, summary="pix2pix U-Net for 256-px crops"
+    ),
+    "resnet": ArchSpec(
+        resnet,
+        {**_RESNET, "n_blocks": 9},
+        value_range=_PM1,
+        summary="CycleGAN ResNet generator, n_blocks blocks",
+    ),
+    "resnet_6blocks": ArchSpec(
+        resnet,
+        {**_RESNET, "n_blocks": 6},
+        value_range=_PM1,
+        summary="CycleGAN ResNet generator, 6 blocks (128 px)",
+    ),
+    "resnet_9blocks": ArchSpec(
+        resnet,
+        {**_RESNET, "n_blocks": 9},
+        value_range=_PM1,
+        summary="CycleGAN ResNet generator, 9 blocks (256 px)",
+    ),
+    "patchgan": ArchSpec(
+        patchgan,
+        {"in_channels": 3, "ndf": 64, "n_layers": 3, "norm": "batch"},
+        role="discriminator",
+        value_range=_PM1,
+        summary="PatchGAN discriminator (70x70 patches at n_layers=3)",
+    ),
+    "pixel": ArchSpec(
+        pixel,
+        {"in_channels": 3, "ndf": 64, "norm": "batch"},
+        role="discriminator",
+        value_range=_PM1,
+        summary="1x1 pixel discriminator",
+    ),
+}
 
 
 def known_names() -> list[str]:

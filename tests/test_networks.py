@@ -1,0 +1,346 @@
+"""Networks: reference parameter counts, reference state-dict keys, shapes, size checks, gradients.
+
+Reference figures are not taken from our own code: the pix2pix/CycleGAN counts come from
+/work/shared/REFERENCE_FACTS.md (measured on junyanz/pytorch-CycleGAN-and-pix2pix), the others
+are summed by hand from the papers' / BasicSR's layer lists in the tests below, and expected
+key lists are written out from the reference module order.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from torch import nn
+
+from img2img.networks import build, get_spec, has_instance_norm, init_weights, known_names
+from img2img.networks.patchgan import patchgan_receptive_field
+from img2img.networks.registry import ARCHITECTURES, UnknownArchitectureError
+
+
+def n_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def conv(cin: int, cout: int, k: int, bias: bool = True) -> int:
+    """Parameters of a k x k convolution (also of a transposed one)."""
+    return cin * cout * k * k + (cout if bias else 0)
+
+
+def bn(c: int) -> int:
+    return 2 * c
+
+
+def run(net: nn.Module, b: int, c: int, h: int, w: int) -> torch.Tensor:
+    with torch.no_grad():
+        return net.eval()(torch.randn(b, c, h, w))
+
+
+def assert_gradients_flow(net: nn.Module, x: torch.Tensor) -> None:
+    """Every parameter gets a finite, not-all-zero gradient from a scalar loss on the output."""
+    net.train()
+    net.zero_grad()
+    out = net(x)
+    (out.float() ** 2).mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, f"no gradient reaches {name}"
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"zero gradient at {name}"
+
+
+# --- reference parameter counts ------------------------------------------------------------------
+
+# From REFERENCE_FACTS.md (junyanz/pytorch-CycleGAN-and-pix2pix at ngf = ndf = 64, RGB).
+JUNYANZ_COUNTS = [
+    ("resnet_9blocks", {}, 11_378_179),
+    ("resnet_6blocks", {}, 7_837_699),
+    ("unet_256", {}, 54_413_955),
+    ("unet_128", {}, 41_828_995),
+    ("patchgan", {"in_channels": 6}, 2_768_705),  # pix2pix 'basic' D sees input and output: 6 channels
+    ("pixel", {"in_channels": 6}, 9_024),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs", "expected"), JUNYANZ_COUNTS, ids=[c[0] for c in JUNYANZ_COUNTS])
+def test_parameter_count_matches_junyanz_reference(name: str, kwargs: dict, expected: int) -> None:
+    assert n_params(build(name, **kwargs)) == expected
+
+
+# --- reference state-dict keys -------------------------------------------------------------------
+
+BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def _bn_keys(prefix: str) -> list[str]:
+    return [f"{prefix}.{k}" for k in BN_KEYS]
+
+
+def test_resnet_9blocks_keys_match_reference_layout() -> None:
+    # Reference ResnetGenerator (instance norm: convs with bias, no norm tensors):
+    # model.1 stem conv, model.4 / model.7 down convs, model.10..18 blocks (conv_block.1 and .5),
+    # model.19 / model.22 transposed convs, model.26 output conv.
+    expected = []
+    for i in (1, 4, 7):
+        expected += [f"model.{i}.weight", f"model.{i}.bias"]
+    for i in range(10, 19):
+        for j in (1, 5):
+            expected += [f"model.{i}.conv_block.{j}.weight", f"model.{i}.conv_block.{j}.bias"]
+    for i in (19, 22, 26):
+        expected += [f"model.{i}.weight", f"model.{i}.bias"]
+    assert list(build("resnet_9blocks").state_dict()) == expected
+
+
+def test_resnet_batch_norm_and_dropout_keys() -> None:
+    # Batch norm: convs before a norm lose their bias, norms at model.2 / model.5 ...; dropout sits
+    # after the block's first ReLU, pushing its second conv from index 5 to 6.
+    keys = list(build("resnet", n_blocks=1, norm="batch", dropout=True, ngf=8).state_dict())
+    expected = ["model.1.weight", *_bn_keys("model.2"), "model.4.weight", *_bn_keys("model.5")]
+    expected += ["model.7.weight", *_bn_keys("model.8")]
+    expected += ["model.10.conv_block.1.weight", *_bn_keys("model.10.conv_block.2")]
+    expected += ["model.10.conv_block.6.weight", *_bn_keys("model.10.conv_block.7")]
+    expected += ["model.11.weight", *_bn_keys("model.12"), "model.14.weight", *_bn_keys("model.15")]
+    expected += ["model.18.weight", "model.18.bias"]
+    assert keys == expected
+
+
+def test_unet_keys_match_reference_nesting() -> None:
+    # num_downs=5: outermost(down conv 0, submodule 1, up conv 3) > three middle blocks
+    # (down conv 1, norm 2, submodule 3, up conv 5, norm 6) > innermost (down conv 1, up conv 3, norm 4).
+    expected = ["model.model.0.weight"]
+    prefix = "model.model.1.model"
+    tail: list[str] = []
+    for _ in range(3):
+        expected += [f"{prefix}.1.weight", *_bn_keys(f"{prefix}.2")]
+        tail = [f"{prefix}.5.weight", *_bn_keys(f"{prefix}.6"), *tail]
+        prefix = f"{prefix}.3.model"
+    expected += [f"{prefix}.1.weight", f"{prefix}.3.weight", *_bn_keys(f"{prefix}.4")]
+    expected += tail
+    expected += ["model.model.3.weight", "model.model.3.bias"]
+    assert sorted(build("unet", num_downs=5, ngf=4).state_dict()) == sorted(expected)
+
+
+def test_unet_256_known_reference_keys_and_shapes() -> None:
+    sd = build("unet_256").state_dict()
+    # 8 down + 8 up convs; batch norms after 6 down convs (not outermost/innermost) and 7 up convs
+    # (not outermost); the outermost up-conv has a bias.
+    assert len(sd) == 8 * 2 + (6 + 7) * 5 + 1
+    assert sd["model.model.0.weight"].shape == (64, 3, 4, 4)
+    assert sd["model.model.1.model.2.running_mean"].shape == (128,)
+    assert sd["model.model.3.weight"].shape == (128, 3, 4, 4)  # ConvTranspose: (in, out, k, k)
+    assert sd["model.model.3.bias"].shape == (3,)
+
+
+def test_patchgan_and_pixel_keys() -> None:
+    keys = list(build("patchgan", ndf=4).state_dict())
+    expected = ["model.0.weight", "model.0.bias"]
+    for conv_i, norm_i in ((2, 3), (5, 6), (8, 9)):
+        expected += [f"model.{conv_i}.weight", *_bn_keys(f"model.{norm_i}")]
+    expected += ["model.11.weight", "model.11.bias"]
+    assert keys == expected
+
+    keys = list(build("patchgan", ndf=4, norm="instance").state_dict())
+    expected = [f"model.{i}.{k}" for i in (0, 2, 5, 8, 11) for k in ("weight", "bias")]
+    assert keys == expected
+
+    keys = list(build("pixel", ndf=4).state_dict())
+    assert keys == ["net.0.weight", "net.0.bias", "net.2.weight", *_bn_keys("net.3"), "net.5.weight"]
+
+
+# --- shapes, size rules, gradients ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize(("h", "w"), [(16, 16), (24, 40)])
+def test_resnet_shapes(channels: int, h: int, w: int) -> None:
+    g = build("resnet", n_blocks=2, ngf=8, in_channels=channels, out_channels=channels)
+    y = run(g, 2, channels, h, w)
+    assert y.shape == (2, channels, h, w)
+    assert y.abs().max() <= 1.0  # tanh
+
+
+def test_resnet_rejects_sizes_it_cannot_restore() -> None:
+    g = build("resnet", n_blocks=1, ngf=4)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        run(g, 1, 3, 18, 16)
+    with pytest.raises(ValueError, match="minimum side 8"):
+        run(g, 1, 3, 4, 4)
+    with pytest.raises(ValueError, match="expected 3 input channels, got 1"):
+        run(g, 1, 1, 16, 16)
+
+
+@pytest.mark.parametrize(("num_downs", "h", "w"), [(5, 32, 32), (5, 64, 32), (6, 64, 64), (7, 128, 128)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_unet_shapes_for_each_depth(num_downs: int, h: int, w: int, channels: int) -> None:
+    g = build("unet", num_downs=num_downs, ngf=4, in_channels=channels, out_channels=channels)
+    assert g.size_multiple == 2**num_downs == g.min_size
+    y = run(g, 1, channels, h, w)
+    assert y.shape == (1, channels, h, w)
+
+
+def test_unet_256_forward_at_256() -> None:
+    g = build("unet_256", ngf=16)
+    assert run(g, 1, 3, 256, 256).shape == (1, 3, 256, 256)
+
+
+def test_unet_rejects_unsupported_depth_for_input() -> None:
+    g = build("unet", num_downs=6, ngf=4)
+    with pytest.raises(ValueError, match=r"32x32 is smaller than the minimum side 64"):
+        run(g, 1, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"96x64 is not a multiple of 64"):
+        run(g, 1, 3, 96, 64)
+    with pytest.raises(ValueError, match="num_downs >= 5"):
+        build("unet", num_downs=4)
+
+
+def test_unet_dropout_only_changes_training_mode_output() -> None:
+    g = build("unet", num_downs=6, ngf=4, dropout=True)
+    assert sum(isinstance(m, nn.Dropout) for m in g.modules()) == 1  # num_downs - 5 levels
+    x = torch.randn(2, 3, 64, 64)
+    g.eval()
+    with torch.no_grad():
+        assert torch.equal(g(x), g(x))
+        g.train()
+        assert not torch.equal(g(x), g(x))
+
+
+def test_patchgan_output_grid_and_receptive_field() -> None:
+    d = build("patchgan", ndf=4, norm="none")
+    assert run(d, 2, 3, 256, 256).shape == (2, 1, 30, 30)
+    assert run(d, 1, 3, 24, 24).shape == (1, 1, 1, 1)  # the documented minimum side
+    assert patchgan_receptive_field(3) == 70
+    # Measured: the input pixels that influence one central score span 70 x 70.
+    for m in d.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.constant_(m.weight, 0.01)
+            nn.init.zeros_(m.bias) if m.bias is not None else None
+    x = torch.ones(1, 3, 128, 128, requires_grad=True)
+    out = d(x)
+    out[0, 0, out.shape[2] // 2, out.shape[3] // 2].backward()
+    rows = (x.grad[0].abs().sum(0).sum(1) > 0).nonzero()
+    cols = (x.grad[0].abs().sum(0).sum(0) > 0).nonzero()
+    assert int(rows.max() - rows.min() + 1) == 70
+    assert int(cols.max() - cols.min() + 1) == 70
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 4])
+def test_patchgan_other_depths(n_layers: int) -> None:
+    d = build("patchgan", ndf=4, n_layers=n_layers, in_channels=1)
+    side = 3 * 2**n_layers
+    assert d.min_size == side
+    assert run(d, 1, 1, side * 2, side * 2).shape == (1, 1, 4, 4)
+
+
+def test_pixel_discriminator_keeps_resolution() -> None:
+    assert run(build("pixel", ndf=4, in_channels=1), 2, 1, 7, 5).shape == (2, 1, 7, 5)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "shape"),
+    [
+        ("resnet", {"n_blocks": 1, "ngf": 4}, (2, 3, 16, 16)),
+        ("unet", {"num_downs": 5, "ngf": 4}, (2, 3, 32, 32)),
+        ("patchgan", {"ndf": 4}, (2, 3, 32, 32)),
+        ("pixel", {"ndf": 4}, (2, 3, 8, 8)),
+    ],
+)
+def test_gradients_flow(name: str, kwargs: dict, shape: tuple) -> None:
+    assert_gradients_flow(build(name, **kwargs), torch.randn(*shape))
+
+
+# --- registry, norms, init -----------------------------------------------------------------------
+
+
+def test_registry_names_roles_and_ranges() -> None:
+    assert {
+        "unet",
+        "unet_128",
+        "unet_256",
+        "resnet",
+        "resnet_6blocks",
+        "resnet_9blocks",
+        "patchgan",
+        "pixel",
+    } <= set(known_names())
+    for name in ("patchgan", "pixel"):
+        assert get_spec(name).role == "discriminator"
+    for name in ("unet", "unet_128", "unet_256", "resnet", "resnet_6blocks", "resnet_9blocks"):
+        spec = get_spec(name)
+        assert spec.role == "generator"
+        assert spec.value_range == (-1.0, 1.0)
+    assert get_spec("unet_128").defaults["num_downs"] == 7
+    assert get_spec("unet_256").defaults["num_downs"] == 8
+    assert get_spec("resnet_6blocks").defaults["n_blocks"] == 6
+    assert get_spec("resnet").defaults["norm"] == "instance"
+    assert get_spec("unet").defaults["norm"] == "batch"
+
+
+def test_unknown_architecture_lists_known_names() -> None:
+    with pytest.raises(UnknownArchitectureError) as err:
+        build("unet_512")
+    assert "unknown architecture 'unet_512'" in str(err.value)
+    assert "resnet_9blocks" in str(err.value) and "unet_256" in str(err.value)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_builders_are_keyword_only_and_accept_their_defaults(name: str) -> None:
+    spec = get_spec(name)
+    params = inspect.signature(spec.builder).parameters.values()
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params), name
+    assert set(spec.defaults) <= {p.name for p in params}
+    assert spec.summary
+
+
+def test_generators_expose_size_attributes() -> None:
+    for name, kwargs in [("resnet", {"n_blocks": 1, "ngf": 4}), ("unet", {"num_downs": 6, "ngf": 4})]:
+        g = build(name, **kwargs, in_channels=1, out_channels=3)
+        for attr in ("in_channels", "out_channels", "scale", "size_multiple", "min_size"):
+            assert type(getattr(g, attr)) is int, (name, attr)
+        assert (g.in_channels, g.out_channels, g.scale) == (1, 3, 1)
+    assert build("resnet", n_blocks=1, ngf=4).size_multiple == 4
+
+
+def test_norm_by_name() -> None:
+    assert has_instance_norm(build("resnet", n_blocks=1, ngf=4))
+    assert not has_instance_norm(build("resnet", n_blocks=1, ngf=4, norm="batch"))
+    assert not has_instance_norm(build("unet", num_downs=5, ngf=4))
+    g = build("unet", num_downs=5, ngf=4, norm="instance")
+    assert has_instance_norm(g)
+    inorms = [m for m in g.modules() if isinstance(m, nn.InstanceNorm2d)]
+    assert inorms and all(not m.affine and not m.track_running_stats for m in inorms)
+    assert not any(
+        isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d))
+        for m in build("resnet", norm="none", ngf=4, n_blocks=1).modules()
+    )
+    with pytest.raises(ValueError, match="unknown norm 'group'; known: batch, instance, none"):
+        build("resnet", norm="group")
+
+
+def test_init_weights_normal_follows_reference_convention() -> None:
+    g = build("unet", num_downs=5, ngf=16)
+    assert init_weights(g, "normal", gain=0.02) is g
+    convs = [m for m in g.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    weights = torch.cat([m.weight.flatten() for m in convs])
+    assert weights.mean().abs() < 1e-3
+    assert weights.std().item() == pytest.approx(0.02, rel=0.02)
+    assert all(m.bias is None or not m.bias.any() for m in convs)
+    bn_w = torch.cat([m.weight for m in g.modules() if isinstance(m, nn.BatchNorm2d)])
+    assert bn_w.mean().item() == pytest.approx(1.0, abs=0.005)
+    assert bn_w.std().item() == pytest.approx(0.02, rel=0.2)
+
+
+@pytest.mark.parametrize("scheme", ["xavier", "kaiming", "orthogonal"])
+def test_init_weights_other_schemes(scheme: str) -> None:
+    torch.manual_seed(0)
+    layer = nn.Conv2d(64, 32, 3)
+    init_weights(nn.Sequential(layer), scheme, gain=0.5)
+    w = layer.weight.detach().flatten(1)  # (32, 576)
+    fan_in, fan_out = 64 * 9, 32 * 9
+    if scheme == "xavier":
+        assert w.std().item() == pytest.approx(0.5 * (2 / (fan_in + fan_out)) ** 0.5, rel=0.05)
+    elif scheme == "kaiming":
+        assert w.std().item() == pytest.approx((2 / fan_in) ** 0.5, rel=0.05)
+    else:
+        assert torch.allclose(w @ w.T, 0.25 * torch.eye(32), atol=1e-5)
+    with pytest.raises(ValueError, match="unknown init scheme 'uniform'"):
+        init_weights(layer, "uniform")
