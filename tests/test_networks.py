@@ -344,3 +344,152 @@ def test_init_weights_other_schemes(scheme: str) -> None:
         assert torch.allclose(w @ w.T, 0.25 * torch.eye(32), atol=1e-5)
     with pytest.raises(ValueError, match="unknown init scheme 'uniform'"):
         init_weights(layer, "uniform")
+
+
+# --- super-resolution: RRDBNet (ESRGAN / Real-ESRGAN) and MSRResNet (BasicSR) ---------------------
+
+
+def rrdbnet_reference_count(*, in_ch: int, out_ch: int, scale: int, nf: int, nb: int, gc: int) -> int:
+    """BasicSR rrdbnet_arch.py layer list, summed by hand: every conv is 3x3 with bias."""
+    rdb = sum(conv(nf + k * gc, gc, 3) for k in range(4)) + conv(nf + 4 * gc, nf, 3)
+    first_in = in_ch * {4: 1, 2: 4, 1: 16}[scale]  # pixel-unshuffle folds x2 / x4 into channels
+    return conv(first_in, nf, 3) + nb * 3 * rdb + 4 * conv(nf, nf, 3) + conv(nf, out_ch, 3)
+
+
+def msrresnet_reference_count(*, ch: int, scale: int, nf: int, nb: int) -> int:
+    """BasicSR srresnet_arch.py layer list, summed by hand: 3x3 convs with bias."""
+    up = conv(nf, nf * scale * scale, 3) if scale in (2, 3) else 2 * conv(nf, nf * 4, 3)
+    return conv(ch, nf, 3) + nb * 2 * conv(nf, nf, 3) + up + conv(nf, nf, 3) + conv(nf, ch, 3)
+
+
+def test_rrdbnet_count_matches_reference_facts_and_hand_count() -> None:
+    # REFERENCE_FACTS.md: RRDBNet(num_feat=64, num_block=23, num_grow_ch=32, scale=4) has 16,697,987.
+    assert rrdbnet_reference_count(in_ch=3, out_ch=3, scale=4, nf=64, nb=23, gc=32) == 16_697_987
+    assert n_params(build("rrdbnet")) == 16_697_987
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+def test_rrdbnet_count_other_scales(scale: int) -> None:
+    net = build(
+        "rrdbnet", scale=scale, num_feat=16, num_block=2, num_grow_ch=8, in_channels=1, out_channels=1
+    )
+    assert n_params(net) == rrdbnet_reference_count(in_ch=1, out_ch=1, scale=scale, nf=16, nb=2, gc=8)
+
+
+def test_msrresnet_count_matches_hand_count() -> None:
+    # Defaults (64 features, 16 blocks, x4): 1,517,571, BasicSR's "1.52M" MSRResNet.
+    assert msrresnet_reference_count(ch=3, scale=4, nf=64, nb=16) == 1_517_571
+    for scale in (2, 3, 4):
+        assert n_params(build("msrresnet", scale=scale)) == msrresnet_reference_count(
+            ch=3, scale=scale, nf=64, nb=16
+        )
+
+
+def test_rrdbnet_keys_match_basicsr() -> None:
+    expected = ["conv_first.weight", "conv_first.bias"]
+    for i in range(2):
+        for j in (1, 2, 3):
+            for k in range(1, 6):
+                expected += [f"body.{i}.rdb{j}.conv{k}.weight", f"body.{i}.rdb{j}.conv{k}.bias"]
+    for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"):
+        expected += [f"{name}.weight", f"{name}.bias"]
+    sd = build("rrdbnet", num_block=2, num_feat=16, num_grow_ch=8).state_dict()
+    assert list(sd) == expected
+    assert sd["body.1.rdb3.conv5.weight"].shape == (16, 16 + 4 * 8, 3, 3)
+    # x2 / x1 fold 2x2 / 4x4 pixels into channels before conv_first (Real-ESRGAN x2 files: 12 channels).
+    assert build("rrdbnet", scale=2, num_block=1).state_dict()["conv_first.weight"].shape == (64, 12, 3, 3)
+    assert build("rrdbnet", scale=1, num_block=1).state_dict()["conv_first.weight"].shape == (64, 48, 3, 3)
+
+
+def test_msrresnet_keys_match_basicsr() -> None:
+    def keys(names: list[str]) -> list[str]:
+        return [f"{n}.{p}" for n in names for p in ("weight", "bias")]
+
+    body = ["body.0.conv1", "body.0.conv2", "body.1.conv1", "body.1.conv2"]
+    x4 = build("msrresnet", num_block=2, num_feat=8)
+    assert list(x4.state_dict()) == keys(["conv_first", *body, "upconv1", "upconv2", "conv_hr", "conv_last"])
+    x3 = build("msrresnet", num_block=2, num_feat=8, scale=3)
+    assert list(x3.state_dict()) == keys(["conv_first", *body, "upconv1", "conv_hr", "conv_last"])
+    assert x3.state_dict()["upconv1.weight"].shape == (8 * 9, 8, 3, 3)
+
+
+def test_pixel_unshuffle_channel_order_is_basicsr() -> None:
+    # BasicSR's pixel_unshuffle: view (b, c, h, s, w, s), permute to (b, c, s, s, h, w).
+    x = torch.arange(2 * 3 * 8 * 12, dtype=torch.float32).reshape(2, 3, 8, 12)
+    ref = x.view(2, 3, 4, 2, 6, 2).permute(0, 1, 3, 5, 2, 4).reshape(2, 12, 4, 6)
+    assert torch.equal(torch.nn.functional.pixel_unshuffle(x, 2), ref)
+
+
+@pytest.mark.parametrize(("scale", "h", "w"), [(4, 5, 7), (4, 8, 8), (2, 6, 10), (1, 8, 12)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_rrdbnet_shapes(scale: int, h: int, w: int, channels: int) -> None:
+    net = build(
+        "rrdbnet",
+        scale=scale,
+        num_feat=8,
+        num_block=1,
+        num_grow_ch=4,
+        in_channels=channels,
+        out_channels=channels,
+    )
+    assert (net.scale, net.size_multiple, net.min_size) == (scale, 4 // scale, 4 // scale)
+    assert run(net, 2, channels, h, w).shape == (2, channels, h * scale, w * scale)
+
+
+def test_rrdbnet_rejects_bad_scale_and_sizes() -> None:
+    with pytest.raises(ValueError, match="RRDBNet supports scale 1, 2, 4, got 3"):
+        build("rrdbnet", scale=3)
+    net = build("rrdbnet", scale=2, num_feat=8, num_block=1, num_grow_ch=4)
+    with pytest.raises(ValueError, match="not a multiple of 2"):
+        run(net, 1, 3, 7, 8)
+
+
+@pytest.mark.parametrize(("scale", "h", "w"), [(2, 5, 7), (3, 6, 4), (4, 3, 9)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_msrresnet_shapes(scale: int, h: int, w: int, channels: int) -> None:
+    net = build(
+        "msrresnet", scale=scale, num_feat=8, num_block=1, in_channels=channels, out_channels=channels
+    )
+    assert run(net, 2, channels, h, w).shape == (2, channels, h * scale, w * scale)
+
+
+def test_msrresnet_with_zero_residual_is_bilinear_upsampling() -> None:
+    net = build("msrresnet", scale=4, num_feat=8, num_block=1)
+    for p in net.parameters():
+        nn.init.zeros_(p)
+    net.eval()
+    with torch.no_grad():
+        flat = net(torch.full((1, 3, 6, 5), 0.3))
+        # A horizontal ramp stays a ramp inside the image (bilinear, half-pixel centres).
+        y = net(torch.arange(8, dtype=torch.float32).repeat(1, 3, 8, 1))  # (1, 3, 8, 8) in
+    assert torch.allclose(flat, torch.full((1, 3, 24, 20), 0.3))
+    assert torch.allclose(y[0, 0, 0, 2:30].diff(), torch.full((27,), 0.25), atol=1e-5)
+    with pytest.raises(ValueError, match="in_channels .* must equal out_channels"):
+        build("msrresnet", in_channels=1, out_channels=3)
+    with pytest.raises(ValueError, match="MSRResNet supports scale 2, 3, 4, got 8"):
+        build("msrresnet", scale=8)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "shape"),
+    [
+        ("rrdbnet", {"scale": 2, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}, (2, 3, 8, 8)),
+        ("msrresnet", {"scale": 3, "num_feat": 8, "num_block": 1}, (2, 3, 6, 6)),
+    ],
+)
+def test_sr_gradients_flow(name: str, kwargs: dict, shape: tuple) -> None:
+    assert_gradients_flow(build(name, **kwargs), torch.randn(*shape))
+
+
+def test_sr_registry_entries() -> None:
+    for name in ("rrdbnet", "msrresnet"):
+        spec = get_spec(name)
+        assert (spec.role, spec.value_range, spec.defaults["scale"]) == ("generator", (0.0, 1.0), 4)
+    assert get_spec("rrdbnet").defaults == {
+        "in_channels": 3,
+        "out_channels": 3,
+        "scale": 4,
+        "num_feat": 64,
+        "num_block": 23,
+        "num_grow_ch": 32,
+    }

@@ -14,6 +14,8 @@ from torch import nn
 
 from img2img.networks.patchgan import patchgan, pixel
 from img2img.networks.resnet import resnet
+from img2img.networks.rrdb import rrdbnet
+from img2img.networks.srresnet import msrresnet
 from img2img.networks.unet import unet
 
 
@@ -96,6 +98,18 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         role="discriminator",
         value_range=_PM1,
         summary="1x1 pixel discriminator",
+    ),
+    "msrresnet": ArchSpec(
+        msrresnet,
+        {"in_channels": 3, "out_channels": 3, "scale": 4, "num_feat": 64, "num_block": 16},
+        value_range=_UNIT,
+        summary="BasicSR MSRResNet (SRResNet without BN), x2/x3/x4",
+    ),
+    "rrdbnet": ArchSpec(
+        rrdbnet,
+        {"in_channels": 3, "out_channels": 3, "scale": 4, "num_feat": 64, "num_block": 23, "num_grow_ch": 32},
+        value_range=_UNIT,
+        summary="ESRGAN / Real-ESRGAN RRDBNet, x1/x2/x4",
     ),
 }
 
