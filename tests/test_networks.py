@@ -493,3 +493,93 @@ def test_sr_registry_entries() -> None:
         "num_block": 23,
         "num_grow_ch": 32,
     }
+
+
+# --- SRGAN: SRResNet generator and VGG-style discriminator (Ledig et al. 2017) ----------------------
+
+
+def srresnet_paper_count(*, ch: int, scale: int, nf: int, nb: int) -> int:
+    """Ledig et al. Fig. 4, summed by hand: k9n64 + PReLU; B x (k3n64, BN, PReLU, k3n64, BN);
+    k3n64 + BN; per x2 stage k3n256 + shuffle + PReLU (x3: k3n576); k9n3. Convs followed by BN
+    have no bias; each PReLU has one slope."""
+    head = conv(ch, nf, 9) + 1
+    block = 2 * conv(nf, nf, 3, bias=False) + 2 * bn(nf) + 1
+    trunk_end = conv(nf, nf, 3, bias=False) + bn(nf)
+    stages = [2, 2] if scale == 4 else [scale]
+    up = sum(conv(nf, nf * f * f, 3) + 1 for f in stages)
+    return head + nb * block + trunk_end + up + conv(nf, ch, 9)
+
+
+def srgan_d_paper_count(*, ch: int, ndf: int, input_size: int) -> int:
+    """Ledig et al. Fig. 4: k3n64s1 + LReLU; conv-BN-LReLU stages n64s2, n128s1, n128s2, n256s1,
+    n256s2, n512s1, n512s2; dense 1024; dense 1."""
+    widths = [ndf, ndf, 2 * ndf, 2 * ndf, 4 * ndf, 4 * ndf, 8 * ndf, 8 * ndf]
+    total = conv(ch, ndf, 3)
+    for cin, cout in zip(widths[:-1], widths[1:], strict=True):
+        total += conv(cin, cout, 3, bias=False) + bn(cout)
+    flat = 8 * ndf * (input_size // 16) ** 2  # four stride-2 stages
+    return total + flat * 1024 + 1024 + 1024 + 1
+
+
+def test_srresnet_and_srgan_d_counts_match_paper_layer_lists() -> None:
+    assert srresnet_paper_count(ch=3, scale=4, nf=64, nb=16) == 1_547_350
+    for scale in (2, 3, 4):
+        assert n_params(build("srresnet", scale=scale)) == srresnet_paper_count(
+            ch=3, scale=scale, nf=64, nb=16
+        )
+    assert srgan_d_paper_count(ch=3, ndf=64, input_size=96) == 23_563_649
+    assert n_params(build("srgan_d")) == 23_563_649
+    assert n_params(build("srgan_d", input_size=128, ndf=16)) == srgan_d_paper_count(
+        ch=3, ndf=16, input_size=128
+    )
+
+
+def test_srresnet_and_srgan_d_keys() -> None:
+    keys = list(build("srresnet", num_block=1, num_feat=8, scale=3).state_dict())
+    expected = ["conv_first.weight", "conv_first.bias", "act_first.weight", "body.0.conv1.weight"]
+    expected += [*_bn_keys("body.0.bn1"), "body.0.act.weight", "body.0.conv2.weight", *_bn_keys("body.0.bn2")]
+    expected += ["conv_body.weight", *_bn_keys("bn_body"), "upsample.0.conv.weight", "upsample.0.conv.bias"]
+    expected += ["upsample.0.act.weight", "conv_last.weight", "conv_last.bias"]
+    assert keys == expected
+    keys = list(build("srgan_d", ndf=4, input_size=16).state_dict())
+    expected = ["conv_first.weight", "conv_first.bias"]
+    for i in range(7):
+        expected += [f"blocks.{i}.conv.weight", *_bn_keys(f"blocks.{i}.bn")]
+    expected += ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
+    assert keys == expected
+
+
+@pytest.mark.parametrize(("scale", "h", "w"), [(2, 5, 7), (3, 6, 4), (4, 3, 9)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_srresnet_shapes(scale: int, h: int, w: int, channels: int) -> None:
+    net = build("srresnet", scale=scale, num_feat=8, num_block=2, in_channels=channels, out_channels=channels)
+    assert (net.scale, net.size_multiple, net.min_size) == (scale, 1, 1)
+    assert run(net, 2, channels, h, w).shape == (2, channels, h * scale, w * scale)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_srgan_d_shapes_and_size_check(channels: int) -> None:
+    d = build("srgan_d", ndf=4, input_size=32, in_channels=channels)
+    assert run(d, 3, channels, 32, 32).shape == (3, 1)
+    with pytest.raises(ValueError, match="built for 32x32 crops"):
+        run(d, 1, channels, 48, 48)
+    with pytest.raises(ValueError, match="multiple of 16, got 40"):
+        build("srgan_d", input_size=40)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "shape"),
+    [
+        ("srresnet", {"scale": 4, "num_feat": 8, "num_block": 2}, (2, 3, 6, 6)),
+        ("srgan_d", {"ndf": 4, "input_size": 32}, (2, 3, 32, 32)),
+    ],
+)
+def test_srgan_gradients_flow(name: str, kwargs: dict, shape: tuple) -> None:
+    assert_gradients_flow(build(name, **kwargs), torch.randn(*shape))
+
+
+def test_srgan_registry_entries() -> None:
+    assert get_spec("srresnet").role == "generator"
+    assert get_spec("srresnet").value_range == (0.0, 1.0)
+    assert get_spec("srgan_d").role == "discriminator"
+    assert get_spec("srgan_d").defaults["input_size"] == 96

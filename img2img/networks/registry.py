@@ -15,7 +15,7 @@ from torch import nn
 from img2img.networks.patchgan import patchgan, pixel
 from img2img.networks.resnet import resnet
 from img2img.networks.rrdb import rrdbnet
-from img2img.networks.srresnet import msrresnet
+from img2img.networks.srresnet import msrresnet, srgan_d, srresnet
 from img2img.networks.unet import unet
 
 
@@ -98,6 +98,19 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         role="discriminator",
         value_range=_PM1,
         summary="1x1 pixel discriminator",
+    ),
+    "srresnet": ArchSpec(
+        srresnet,
+        {"in_channels": 3, "out_channels": 3, "scale": 4, "num_feat": 64, "num_block": 16},
+        value_range=_UNIT,
+        summary="SRGAN generator (SRResNet: BN + PReLU residual blocks, sub-pixel), x2/x3/x4",
+    ),
+    "srgan_d": ArchSpec(
+        srgan_d,
+        {"in_channels": 3, "ndf": 64, "input_size": 96},
+        role="discriminator",
+        value_range=_UNIT,
+        summary="SRGAN VGG-style discriminator for input_size-px crops",
     ),
     "msrresnet": ArchSpec(
         msrresnet,
