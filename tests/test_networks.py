@@ -583,3 +583,128 @@ def test_srgan_registry_entries() -> None:
     assert get_spec("srresnet").value_range == (0.0, 1.0)
     assert get_spec("srgan_d").role == "discriminator"
     assert get_spec("srgan_d").defaults["input_size"] == 96
+
+
+# --- DiscoGAN (Kim et al. 2017; layer list of SKTBrain/DiscoGAN discogan/model.py) ------------------
+
+
+def test_discogan_counts_match_reference_layer_list() -> None:
+    # Generator: 4x4 bias-free convs 3-64-128-256-512 (BN after all but the first), transposed
+    # 512-256-128-64-3 (BN after all but the last). Discriminator: convs 3-64-128-256-512 with BN
+    # after 2..4, then a 4x4 512-1 conv.
+    g = conv(3, 64, 4, False) + conv(64, 128, 4, False) + conv(128, 256, 4, False) + conv(256, 512, 4, False)
+    g += conv(512, 256, 4, False) + conv(256, 128, 4, False) + conv(128, 64, 4, False) + conv(64, 3, 4, False)
+    g += bn(128) + bn(256) + bn(512) + bn(256) + bn(128) + bn(64)
+    assert g == 5_513_856
+    assert n_params(build("discogan_g")) == g
+    d = conv(3, 64, 4, False) + conv(64, 128, 4, False) + conv(128, 256, 4, False) + conv(256, 512, 4, False)
+    d += conv(512, 1, 4, False) + bn(128) + bn(256) + bn(512)
+    assert d == 2_765_568
+    assert n_params(build("discogan_d")) == d
+
+
+def test_discogan_keys_follow_reference_names() -> None:
+    keys = list(build("discogan_g", ngf=4).state_dict())
+    # main.N: convs at 0, 2, 5, 8; transposed convs at 11, 14, 17, 20; BN right after 2..17.
+    expected = ["main.0.weight"]
+    for i in (2, 5, 8, 11, 14, 17):
+        expected += [f"main.{i}.weight", *_bn_keys(f"main.{i + 1}")]
+    expected += ["main.20.weight"]
+    assert keys == expected
+    keys = list(build("discogan_d", ndf=4).state_dict())
+    expected = ["conv1.weight"]
+    for i in (2, 3, 4):
+        expected += [f"conv{i}.weight", *_bn_keys(f"bn{i}")]
+    assert keys == [*expected, "conv5.weight"]
+
+
+@pytest.mark.parametrize(("h", "w"), [(16, 16), (64, 48)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_discogan_g_shapes(h: int, w: int, channels: int) -> None:
+    g = build("discogan_g", ngf=4, in_channels=channels, out_channels=channels)
+    assert (g.scale, g.size_multiple, g.min_size) == (1, 16, 16)
+    y = run(g, 2, channels, h, w)
+    assert y.shape == (2, channels, h, w)
+    assert y.abs().max() <= 1.0
+    with pytest.raises(ValueError, match="not a multiple of 16"):
+        run(g, 1, channels, 24, 32)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_discogan_d_scores_and_features(channels: int) -> None:
+    d = build("discogan_d", ndf=4, in_channels=channels).eval()
+    assert run(d, 2, channels, 64, 64).shape == (2, 1, 1, 1)  # one score per 64x64 image
+    with torch.no_grad():
+        logits, feats = d.forward_features(torch.randn(2, channels, 64, 64))
+    assert logits.shape == (2, 1, 1, 1)
+    assert [f.shape for f in feats] == [(2, 8, 16, 16), (2, 16, 8, 8), (2, 32, 4, 4)]
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "shape"),
+    [("discogan_g", {"ngf": 4}, (2, 3, 32, 32)), ("discogan_d", {"ndf": 4}, (2, 3, 64, 64))],
+)
+def test_discogan_gradients_flow(name: str, kwargs: dict, shape: tuple) -> None:
+    assert_gradients_flow(build(name, **kwargs), torch.randn(*shape))
+
+
+# --- the whole table -----------------------------------------------------------------------------
+
+EXPECTED_NAMES = {
+    "unet",
+    "unet_128",
+    "unet_256",
+    "resnet",
+    "resnet_6blocks",
+    "resnet_9blocks",
+    "patchgan",
+    "pixel",
+    "discogan_g",
+    "discogan_d",
+    "srresnet",
+    "srgan_d",
+    "msrresnet",
+    "rrdbnet",
+}
+
+
+def test_registry_holds_exactly_the_documented_names() -> None:
+    assert set(known_names()) == EXPECTED_NAMES
+    discriminators = {name for name in EXPECTED_NAMES if get_spec(name).role == "discriminator"}
+    assert discriminators == {"patchgan", "pixel", "discogan_d", "srgan_d"}
+    for name in EXPECTED_NAMES:
+        expected_range = (
+            (0.0, 1.0) if name in {"srresnet", "srgan_d", "msrresnet", "rrdbnet"} else (-1.0, 1.0)
+        )
+        assert get_spec(name).value_range == expected_range, name
+
+
+# Small versions of every generator: the attributes callers (descriptor, tiled engine) rely on.
+SMALL_GENERATORS = {
+    "unet": {"num_downs": 5, "ngf": 4},
+    "unet_128": {"ngf": 4},
+    "unet_256": {"ngf": 4},
+    "resnet": {"n_blocks": 1, "ngf": 4},
+    "resnet_6blocks": {"ngf": 4},
+    "resnet_9blocks": {"ngf": 4},
+    "discogan_g": {"ngf": 4},
+    "srresnet": {"num_feat": 4, "num_block": 1},
+    "msrresnet": {"num_feat": 4, "num_block": 1},
+    "rrdbnet": {"num_feat": 4, "num_block": 1, "num_grow_ch": 2},
+}
+
+
+def test_every_generator_is_covered() -> None:
+    assert set(SMALL_GENERATORS) == {n for n in EXPECTED_NAMES if get_spec(n).role == "generator"}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_GENERATORS))
+def test_generator_attributes_agree_with_a_forward_pass(name: str) -> None:
+    net = build(name, **SMALL_GENERATORS[name], in_channels=1, out_channels=1)
+    for attr in ("in_channels", "out_channels", "scale", "size_multiple", "min_size"):
+        assert type(getattr(net, attr)) is int, attr
+    assert net.in_channels == net.out_channels == 1
+    assert net.scale == get_spec(name).defaults.get("scale", 1)
+    # The smallest input the attributes promise must run and scale by exactly `scale`.
+    side = max(net.min_size, net.size_multiple)
+    assert run(net, 1, 1, side, 2 * side).shape == (1, 1, side * net.scale, 2 * side * net.scale)

@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from img2img.networks.discogan import discogan_d, discogan_g
 from img2img.networks.patchgan import patchgan, pixel
 from img2img.networks.resnet import resnet
 from img2img.networks.rrdb import rrdbnet
@@ -98,6 +99,19 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         role="discriminator",
         value_range=_PM1,
         summary="1x1 pixel discriminator",
+    ),
+    "discogan_g": ArchSpec(
+        discogan_g,
+        {"in_channels": 3, "out_channels": 3, "ngf": 64},
+        value_range=_PM1,
+        summary="DiscoGAN generator (conv encoder / deconv decoder, BN), sides multiple of 16",
+    ),
+    "discogan_d": ArchSpec(
+        discogan_d,
+        {"in_channels": 3, "ndf": 64},
+        role="discriminator",
+        value_range=_PM1,
+        summary="DiscoGAN discriminator (one score per 64x64 image)",
     ),
     "srresnet": ArchSpec(
         srresnet,
