@@ -1,0 +1,217 @@
+"""Typed training configuration: one dataclass per method, filled from YAML and CLI flags.
+
+A YAML file only fills a dataclass: every key must be a field of the method's config class (an
+unknown key is a one-line error naming the file and the key), values are checked against the
+field's type, and the resolved config is written to ``RUN_DIR/config.yaml`` so a run can be
+repeated or resumed exactly.
+
+Precedence, lowest first: dataclass defaults < ``RUN_DIR/config.yaml`` (on ``--resume``) <
+``--config FILE.yaml`` < command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration value or file; the message is one line naming the source and the reason."""
+
+
+@dataclass
+class TrainConfig:
+    """Options every method shares. Method configs subclass this and add their own fields.
+
+    Data and run directory:
+        data: dataset root (layout depends on the method, see docs/data.md).
+        out: the run directory (checkpoints, exported model, logs, samples, config.yaml).
+        val_data: validation root; empty means the ``val`` (then ``test``) split of ``data`` when present.
+        image_size: training crop side in pixels (HR side for super-resolution).
+        batch_size, num_workers: data loader settings.
+
+    Length (give one; ``steps`` wins when both are set):
+        steps: optimiser steps in total.
+        epochs: passes over the training set, converted to steps once the dataset size is known.
+
+    Device and numerics:
+        seed: seeds Python, NumPy and torch; CPU runs are reproducible bit for bit.
+        device: ``auto`` (cuda, then mps, then cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        precision: ``auto`` (bf16 on CUDA when supported, else fp16 with a grad scaler; fp32 on
+            CPU and MPS), ``fp32``, ``bf16`` or ``fp16``.
+        channels_last: memory format of networks and batches; ``None`` picks per device (on for
+            CUDA, off elsewhere, see docs/training.md for the CPU measurement).
+
+    Learning-rate schedule (a multiplier of each optimiser's base rate, a pure function of the step):
+        lr_schedule: ``constant``; ``linear`` (constant, then linear decay to 0 from
+            ``lr_decay_start`` x steps, as the pix2pix/CycleGAN reference); ``step`` (x ``lr_gamma``
+            every ``lr_step_every`` steps); ``cosine`` (to ``lr_min_factor``).
+
+    Regularisation and safety:
+        grad_clip: clip each optimiser's gradients to this global L2 norm; 0 disables.
+        ema_decay: keep an exponential moving average of the generators' weights with this decay
+            (e.g. 0.999); 0 disables. When on, samples, validation and the exported model use it.
+
+    Intervals in steps (0 disables, except that a final checkpoint and export are always written):
+        log_every, sample_every, val_every, checkpoint_every; val_batches caps validation batches.
+        tensorboard: also write TensorBoard events when the ``tensorboard`` package is installed.
+    """
+
+    data: str = ""
+    out: str = ""
+    val_data: str = ""
+    image_size: int = 256
+    batch_size: int = 1
+    num_workers: int = 2
+    steps: int = 0
+    epochs: int = 0
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool | None = None
+    lr_schedule: str = "linear"
+    lr_decay_start: float = 0.5
+    lr_step_every: int = 0
+    lr_gamma: float = 0.1
+    lr_min_factor: float = 0.0
+    grad_clip: float = 0.0
+    ema_decay: float = 0.0
+    log_every: int = 10
+    sample_every: int = 500
+    val_every: int = 1000
+    val_batches: int = 16
+    checkpoint_every: int = 1000
+    tensorboard: bool = True
+
+    def validate(self) -> None:
+        """Raise ConfigError for values that cannot work; subclasses extend this."""
+        _choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        _choice("lr_schedule", self.lr_schedule, ("constant", "linear", "step", "cosine"))
+        if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, not {self.device!r}")
+        for name in ("image_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
+        for name in ("num_workers", "steps", "epochs", "log_every", "sample_every", "val_every",
+                     "val_batches", "checkpoint_every", "lr_step_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
+        if not 0.0 <= self.lr_decay_start <= 1.0:
+            raise ConfigError(f"lr_decay_start is a fraction of the run in [0, 1], not {self.lr_decay_start}")
+        if self.lr_schedule == "step" and self.lr_step_every < 1:
+            raise ConfigError("lr_schedule 'step' needs lr_step_every >= 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), not {self.ema_decay}")
+        if self.grad_clip < 0:
+            raise ConfigError(f"grad_clip must be >= 0, not {self.grad_clip}")
+
+
+C = TypeVar("C", bound=TrainConfig)
+
+
+def field_names(cls: type[TrainConfig]) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping at the top of a YAML file (empty file -> {}); errors name the file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config file ({e.strerror or e})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        reason = str(e).replace("\n", " ")
+        raise ConfigError(f"{p}: not valid YAML ({reason})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of option: value at the top, got {type(data).__name__}")
+    return data
+
+
+def build_config(
+    cls: type[C],
+    *layers: tuple[str, Mapping[str, Any]],
+) -> C:
+    """Fill ``cls`` from its defaults updated by each ``(source, mapping)`` layer in order.
+
+    ``source`` names where the layer came from (a file path, ``"command line"``) for error messages.
+    Keys must be fields of ``cls``; values are checked (and ints widened to floats) per field type.
+    Returns a validated instance.
+    """
+    hints = typing.get_type_hints(cls)
+    known = field_names(cls)
+    values: dict[str, Any] = {}
+    for source, mapping in layers:
+        for key, value in mapping.items():
+            if key not in hints or key not in known:
+                raise ConfigError(
+                    f"{source}: unknown option {key!r} for {cls.__name__}; known: {', '.join(sorted(known))}"
+                )
+            values[key] = _coerce(source, key, value, hints[key])
+    config = cls(**values)
+    try:
+        config.validate()
+    except ConfigError as e:
+        sources = ", ".join(s for s, m in layers if m) or "defaults"
+        raise ConfigError(f"{sources}: {e}") from None
+    return config
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: TrainConfig, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as YAML, atomically (temp file + rename)."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
+    os.replace(tmp, p)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def _coerce(source: str, key: str, value: Any, hint: Any) -> Any:
+    """Check ``value`` against the field type ``hint`` (bool, int, float, str, X | None, tuple)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _coerce(source, key, value, inner[0])
+    ok: Any
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif origin is tuple:
+        ok = isinstance(value, (list, tuple))
+        value = tuple(value) if ok else value
+    else:  # a type this checker does not know: accept as given
+        ok = True
+    if not ok:
+        want = getattr(hint, "__name__", str(hint))
+        raise ConfigError(f"{source}: option {key!r} must be {want}, got {value!r}")
+    return value
