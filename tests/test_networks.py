@@ -88,7 +88,12 @@ def test_resnet_9blocks_keys_match_reference_layout() -> None:
             expected += [f"model.{i}.conv_block.{j}.weight", f"model.{i}.conv_block.{j}.bias"]
     for i in (19, 22, 26):
         expected += [f"model.{i}.weight", f"model.{i}.bias"]
-    assert list(build("resnet_9blocks").state_dict()) == expected
+    sd = build("resnet_9blocks").state_dict()
+    assert list(sd) == expected
+    assert sd["model.1.weight"].shape == (64, 3, 7, 7)
+    assert sd["model.10.conv_block.5.weight"].shape == (256, 256, 3, 3)
+    assert sd["model.19.weight"].shape == (256, 128, 3, 3)  # ConvTranspose: (in, out, k, k)
+    assert sd["model.26.weight"].shape == (3, 64, 7, 7)
 
 
 def test_resnet_batch_norm_and_dropout_keys() -> None:
