@@ -49,4 +49,6 @@ def has_instance_norm(net: nn.Module) -> bool:
     An InstanceNorm that tracks running statistics and is in eval mode uses stored
     statistics, but we still report it: the reference never runs it that way.
     """
-    return any(isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in net.modules())
+    return any(
+        isinstance(m, (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)) for m in net.modules()
+    )
