@@ -93,8 +93,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ConfigError for values that cannot work; subclasses extend this."""
-        _choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
-        _choice("lr_schedule", self.lr_schedule, ("constant", "linear", "step", "cosine"))
+        check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        check_choice("lr_schedule", self.lr_schedule, ("constant", "linear", "step", "cosine"))
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, not {self.device!r}")
         for name in ("image_size", "batch_size"):
@@ -181,7 +181,7 @@ def save_config(config: TrainConfig, path: str | os.PathLike[str]) -> None:
     os.replace(tmp, p)
 
 
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
 

@@ -6,8 +6,11 @@ To add a method, add its module under ``methods/`` and one line here (no registr
 from __future__ import annotations
 
 from img2img.training.method import Method
+from img2img.training.methods.pix2pix import Pix2Pix
 
-METHODS: dict[str, type[Method]] = {}
+METHODS: dict[str, type[Method]] = {
+    "pix2pix": Pix2Pix,
+}
 
 
 def get_method(name: str) -> type[Method]:
