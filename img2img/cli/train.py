@@ -1,12 +1,134 @@
-"""`img2img train {pix2pix,cyclegan,discogan,srgan}`."""
+"""`img2img train {pix2pix,cyclegan,discogan,srgan}`: one subcommand per method, shared options.
+
+Adding a method's subcommand takes a few lines::
+
+    @train.command("srgan")
+    @common_options
+    @click.option("--scale", type=int, help="...")
+    def srgan(**options): run_method("srgan", options)
+
+Every option maps to the config key of the same name (dashes -> underscores); only options
+given on the command line override the config file. ``--set KEY=VALUE`` reaches any other key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import click
+import yaml
 
-from img2img.cli.common import not_yet_available
+from img2img.cli.common import EXIT_SOME_FAILED, EXIT_USAGE, fail, get_context
+
+# Options that are not config keys.
+_NOT_CONFIG = ("config_file", "resume", "set_options")
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def train(args: tuple[str, ...]) -> None:
-    """Train a model on your own data."""
-    not_yet_available("train")
+def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every ``train`` subcommand shares."""
+    decorators = [
+        click.option("--data", type=click.Path(file_okay=False), help="Dataset root (see docs/data.md)."),
+        click.option("--out", type=click.Path(file_okay=False), help="Run directory: checkpoints, model, logs."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="YAML file of options (every config key); flags given here override it."),
+        click.option("--steps", type=int, help="Optimiser steps in total."),
+        click.option("--epochs", type=int, help="Passes over the training set (when --steps is not given)."),
+        click.option("--batch-size", type=int, help="Images per batch."),
+        click.option("--image-size", type=int, help="Training crop side in pixels."),
+        click.option("--seed", type=int, help="Random seed (CPU runs repeat exactly)."),
+        click.option("--device", "device", type=str, default=None,
+                     help="auto, cpu, cuda, cuda:N or mps (default: the global --device)."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                     help="Mixed precision on GPUs (auto: bf16, else fp16; fp32 on CPU)."),
+        click.option("--ema-decay", type=float, help="EMA of the generator weights, e.g. 0.999 (0: off)."),
+        click.option("--num-workers", type=int, help="Data loader worker processes."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
+        click.option("--set", "set_options", multiple=True, metavar="KEY=VALUE",
+                     help="Set any config key (YAML value), e.g. --set lr_schedule=cosine. Repeatable."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def run_method(method: str, options: dict[str, Any]) -> None:
+    """Turn parsed options into config overrides, train, and map errors to exit codes."""
+    from img2img.training.config import ConfigError
+    from img2img.training.loop import NonFiniteLossError
+    from img2img.training.run import train as train_run
+    from img2img.training.state import CheckpointError
+
+    ctx = get_context()
+    config_file = options.get("config_file")
+    resume = bool(options.get("resume"))
+    overrides = {k: v for k, v in options.items() if k not in _NOT_CONFIG and v is not None}
+    if "device" not in overrides and ctx.device != "auto":
+        overrides["device"] = ctx.device
+    for item in options.get("set_options") or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            fail(f"--set {key}: cannot parse value {value!r}")
+    try:
+        result = train_run(method, overrides, config_file=config_file, resume=resume, progress=ctx.verbosity > 0)
+    except (ConfigError, CheckpointError) as e:
+        fail(str(e), EXIT_USAGE)
+    except NonFiniteLossError as e:
+        fail(str(e), EXIT_SOME_FAILED)
+    except _data_errors() as e:
+        fail(str(e), EXIT_USAGE)
+    if ctx.verbosity > 0:
+        losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
+        click.echo(f"trained {result.step}/{result.total_steps} steps; {losses}")
+        click.echo(f"model: {result.run_dir} (use: img2img translate SRC DST --model {result.run_dir})")
+
+
+def _data_errors() -> tuple[type[BaseException], ...]:
+    """Error types of the data and image layers that mean 'bad input', reported in one line."""
+    errors: list[type[BaseException]] = []
+    try:
+        from img2img.data import DataError  # type: ignore[attr-defined]
+
+        errors.append(DataError)
+    except ImportError:
+        pass
+    try:
+        from img2img.image_io import ImageIOError  # type: ignore[attr-defined]
+
+        errors.append(ImageIOError)
+    except ImportError:
+        pass
+    return tuple(errors) or (_Never,)
+
+
+class _Never(Exception):
+    """Placeholder so ``except`` has a type while the data layer defines none."""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def train() -> None:
+    """Train a model on your own data (one subcommand per method).
+
+    \b
+    Example:
+      img2img train pix2pix --data datasets/facades --out runs/facades --steps 40000
+      img2img train pix2pix --out runs/facades --resume
+    """
+
+
+@train.command("pix2pix")
+@common_options
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), help="Learn a -> b (AtoB) or b -> a.")
+@click.option("--ngf", type=int, help="Generator width (64 in the paper; e.g. 16 for a CPU).")
+@click.option("--ndf", type=int, help="Discriminator width (64 in the paper).")
+@click.option("--num-downs", type=int, help="U-Net depth (default: follows --image-size).")
+@click.option("--lr", type=float, help="Adam learning rate for both networks (2e-4).")
+@click.option("--gan-loss", type=click.Choice(["vanilla", "lsgan", "hinge", "wgan-gp"]), help="GAN objective.")
+@click.option("--l1-weight", type=float, help="Weight of the L1 term (100).")
+def pix2pix(**options: Any) -> None:
+    """Pix2Pix: U-Net + conditional PatchGAN on paired images (A/B folders or side-by-side AB)."""
+    run_method("pix2pix", options)

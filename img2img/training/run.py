@@ -1,0 +1,127 @@
+"""One training run from a method name and options: config, seeding, data, then :func:`fit`.
+
+This is what ``img2img train <method>`` calls; Python users can call :func:`train` the same way::
+
+    from img2img.training import train
+    train("pix2pix", {"data": "facades", "out": "runs/facades", "steps": 2000, "ngf": 32})
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shlex
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from img2img.training.config import ConfigError, TrainConfig, build_config, read_yaml, save_config
+from img2img.training.loop import FitResult, fit, select_device
+from img2img.training.method import Method
+from img2img.training.methods import get_method
+
+CONFIG_NAME = "config.yaml"
+
+
+def resolve_config(
+    method_cls: type[Method],
+    *,
+    options: Mapping[str, Any],
+    config_file: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+) -> TrainConfig:
+    """The typed config of a run: defaults < RUN_DIR/config.yaml (resume) < config_file < options.
+
+    ``options`` are the command-line values that were given (``out`` among them for resuming).
+    """
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    out = options.get("out")
+    if resume:
+        if not out:
+            raise ConfigError("--resume needs --out RUN_DIR")
+        saved = Path(out) / CONFIG_NAME
+        if not saved.is_file():
+            raise ConfigError(f"{saved}: no saved config; is {out} a run directory?")
+        layers.append((str(saved), read_yaml(saved)))
+    if config_file is not None:
+        layers.append((str(config_file), read_yaml(config_file)))
+    layers.append(("command line", dict(options)))
+    config = build_config(method_cls.config_class, *layers)
+    if not config.data:
+        raise ConfigError("no training data: pass --data DIR (or set data: in the config file)")
+    if not config.out:
+        raise ConfigError("no run directory: pass --out RUN_DIR (or set out: in the config file)")
+    return config
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so CPU runs repeat exactly."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_loaders(method_cls: type[Method], config: TrainConfig) -> tuple[Any, Any, Any]:
+    """(train loader, validation loader or None, device-stage augmentation or None) for the method."""
+    from img2img import data
+
+    if not hasattr(data, "build_dataset"):  # until the data layer lands in this checkout
+        raise ConfigError("img2img.data has no build_dataset yet: training from folders is not available")
+    common: dict[str, Any] = {"image_size": config.image_size}
+    if hasattr(config, "scale"):
+        common["scale"] = config.scale
+    train_set = data.build_dataset(method_cls.dataset_kind, config.data, split="train", **common)
+    train_loader = data.make_loader(
+        train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers, seed=config.seed
+    )
+    val_loader = None
+    val_root = config.val_data or config.data
+    for split in ("val", "test"):
+        if not config.val_data and not data.has_split(val_root, split):
+            continue
+        val_set = data.build_dataset(method_cls.dataset_kind, val_root, split=split, train=False, **common)
+        val_loader = data.make_loader(val_set, batch_size=config.batch_size, shuffle=False, num_workers=0)
+        break
+    return train_loader, val_loader, None
+
+
+def train(
+    method: str,
+    options: Mapping[str, Any],
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> FitResult:
+    """Train ``method`` (``"pix2pix"``, ...) with ``options`` (config keys); returns the FitResult.
+
+    Writes the resolved config to ``RUN_DIR/config.yaml`` and everything else through :func:`fit`.
+    Raises ConfigError (bad options/data), CheckpointError (bad resume), NonFiniteLossError.
+    """
+    method_cls = get_method(method)
+    config = resolve_config(method_cls, options=options, config_file=config_file, resume=resume)
+    device = select_device(config.device)
+    run_dir = Path(config.out)
+    seed_everything(config.seed)
+    instance = method_cls(config)  # initial weights come from the seed
+    train_loader, val_loader, augment = build_loaders(method_cls, config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume and (run_dir / "checkpoints" / "last.pt").exists():
+        raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
+    save_config(config, run_dir / CONFIG_NAME)
+    command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else ""
+    return fit(
+        instance,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        augment=augment,
+        run_dir=run_dir,
+        device=device,
+        resume=resume,
+        progress=progress,
+        provenance={"command": command} if command else None,
+    )
