@@ -1,12 +1,259 @@
-"""`img2img eval`."""
+"""`img2img eval PRED_DIR TARGET_DIR` and `img2img eval --model M --data DIR`.
+
+Predictions and targets are matched by relative path without extension (``x.png`` against
+``x.jpg`` is fine). Metrics come from :mod:`img2img.metrics` (PSNR, SSIM, L1; RGB, or Y with a
+border crop for super-resolution: ``--scale N`` = ``--y-channel --crop N``), LPIPS when the
+``lpips`` package and its weights are available. Exit code 0 when every image was measured,
+1 when some failed (each named on stderr), 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import click
 
-from img2img.cli.common import not_yet_available
+from img2img.cli.common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, fail, get_context
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+METRIC_ORDER = ("psnr", "ssim", "l1", "lpips")
 
 
-@click.command("eval", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def eval_command(args: tuple[str, ...]) -> None:
-    """Measure PSNR/SSIM/L1 of predictions against targets."""
-    not_yet_available("eval")
+@dataclass
+class EvalReport:
+    """Per-image metrics, their means, failures and notes."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    convention: dict[str, Any] = field(default_factory=dict)
+
+    def means(self) -> dict[str, float]:
+        """Mean of each metric; PSNR over images with a finite value (identical pairs are counted apart)."""
+        out: dict[str, float] = {}
+        for key in METRIC_ORDER:
+            values = [r[key] for r in self.rows if key in r and math.isfinite(r[key])]
+            if values:
+                out[key] = sum(values) / len(values)
+            elif any(key in r for r in self.rows):
+                out[key] = math.inf
+        return out
+
+    def identical(self) -> int:
+        return sum(1 for r in self.rows if math.isinf(r.get("psnr", 0.0)))
+
+
+def list_images(root: Path) -> dict[str, Path]:
+    """Images under ``root`` (recursive) keyed by relative path without extension."""
+    found: dict[str, Path] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+            found.setdefault(p.relative_to(root).with_suffix("").as_posix(), p)
+    return found
+
+
+def read_rgb01(path: Path):  # -> torch.Tensor
+    """(1, C, H, W) float32 in [0, 1] (8- or 16-bit; alpha dropped; gray kept 1-channel)."""
+    import torch
+
+    array = _read_with_pillow(path)
+    if array.ndim == 2:
+        array = array[..., None]
+    array = array[..., :3] if array.shape[-1] in (3, 4) else array[..., :1]
+    top = 65535.0 if array.dtype.itemsize == 2 else 255.0
+    return torch.from_numpy(array.astype("float32") / top).permute(2, 0, 1)[None].contiguous()
+
+
+def _read_with_pillow(path: Path):
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                return np.asarray(im, dtype=np.uint16)
+            return np.asarray(im.convert("RGBA" if "A" in im.getbands() else "RGB"))
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read image ({e})") from None
+
+
+def compare_folders(
+    pred_dir: Path, target_dir: Path, *, crop: int, y_channel: bool, use_lpips: bool, device: str
+) -> EvalReport:
+    """Match, read and measure every target image against its prediction."""
+    from img2img import metrics
+
+    report = EvalReport(convention={"y_channel": y_channel, "crop": crop})
+    preds, targets = list_images(pred_dir), list_images(target_dir)
+    if not targets:
+        raise click.UsageError(f"{target_dir}: no images found")
+    lpips = None
+    if use_lpips:
+        try:
+            lpips = metrics.LPIPS(device)
+        except RuntimeError as e:
+            report.notes.append(str(e))
+    else:
+        report.notes.append("LPIPS not computed (pass --lpips; needs the 'lpips' package and its weights)")
+    report.notes.append(metrics.FID_NOTE)
+    for key, target_path in targets.items():
+        pred_path = preds.get(key)
+        if pred_path is None:
+            report.failures.append(f"{target_dir / key}.*: no prediction named {key}.* in {pred_dir}")
+            continue
+        try:
+            pred, target = read_rgb01(pred_path), read_rgb01(target_path)
+        except Exception as e:  # one unreadable file is reported, the others are still measured
+            report.failures.append(str(e))
+            continue
+        if pred.shape != target.shape:
+            report.failures.append(
+                f"{pred_path}: size {tuple(pred.shape[1:])} differs from {target_path} {tuple(target.shape[1:])}"
+            )
+            continue
+        pred, target = pred.to(device), target.to(device)
+        try:
+            values = metrics.image_metrics(pred, target, crop=crop, y_channel=y_channel)
+        except ValueError as e:
+            report.failures.append(f"{pred_path}: {e}")
+            continue
+        row: dict[str, Any] = {"image": key, **{k: float(v[0]) for k, v in values.items()}}
+        if lpips is not None and pred.shape[1] == 3:
+            row["lpips"] = float(lpips(pred, target)[0])
+        report.rows.append(row)
+    extra = sorted(set(preds) - set(targets))
+    if extra:
+        report.notes.append(f"{len(extra)} prediction(s) without a target ignored (e.g. {extra[0]})")
+    return report
+
+
+def print_table(report: EvalReport, *, per_image: bool) -> None:
+    keys = [k for k in METRIC_ORDER if any(k in r for r in report.rows)]
+    conv = "Y (BT.601)" if report.convention.get("y_channel") else "RGB"
+    crop = report.convention.get("crop", 0)
+    click.echo(f"{len(report.rows)} image(s), metrics on {conv}" + (f", border {crop} px cropped" if crop else ""))
+    header = f"{'image':30s}" + "".join(f"{k.upper():>10s}" for k in keys)
+    click.echo(header)
+    if per_image:
+        for r in report.rows:
+            click.echo(f"{r['image'][:30]:30s}" + "".join(_fmt(k, r.get(k)) for k in keys))
+    means = report.means()
+    click.echo(f"{'mean':30s}" + "".join(_fmt(k, means.get(k)) for k in keys))
+    if report.identical():
+        click.echo(f"({report.identical()} identical image(s): PSNR inf, left out of the PSNR mean)")
+    for note in report.notes:
+        click.echo(f"note: {note}")
+
+
+def _fmt(key: str, value: float | None) -> str:
+    if value is None:
+        return f"{'-':>10s}"
+    if math.isinf(value):
+        return f"{'inf':>10s}"
+    return f"{value:10.2f}" if key == "psnr" else f"{value:10.4f}"
+
+
+def report_json(report: EvalReport) -> str:
+    """Strict JSON: infinite PSNR (identical images) is written as null and counted."""
+
+    def clean(v: Any) -> Any:
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    return json.dumps({
+        "images": len(report.rows),
+        "convention": report.convention,
+        "mean": {k: clean(v) for k, v in report.means().items()},
+        "identical": report.identical(),
+        "per_image": [{k: clean(v) for k, v in r.items()} for r in report.rows],
+        "failures": report.failures,
+        "notes": report.notes,
+    }, indent=2)
+
+
+@click.command("eval")
+@click.argument("pred_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("target_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model", "model", help="Translate/upscale --data's inputs with this model first (NAME|FILE|RUN_DIR).")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="With --model: a folder with inputs and targets (see --inputs/--targets).")
+@click.option("--inputs", default="A", show_default=True, help="With --model: input subfolder of --data.")
+@click.option("--targets", default="B", show_default=True, help="With --model: target subfolder of --data.")
+@click.option("--scale", type=int, default=None,
+              help="Super-resolution convention: Y channel, border of SCALE px cropped (BasicSR).")
+@click.option("--y-channel", is_flag=True, help="Measure on the Y channel of YCbCr (BT.601).")
+@click.option("--crop", type=int, default=None, help="Pixels cropped from every border before measuring.")
+@click.option("--lpips", "use_lpips", is_flag=True, help="Also LPIPS (needs the 'lpips' package and weights).")
+@click.option("--per-image", is_flag=True, help="One table row per image.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def eval_command(
+    pred_dir: Path | None,
+    target_dir: Path | None,
+    model: str | None,
+    data_dir: Path | None,
+    inputs: str,
+    targets: str,
+    scale: int | None,
+    y_channel: bool,
+    crop: int | None,
+    use_lpips: bool,
+    per_image: bool,
+    as_json: bool,
+) -> None:
+    """Measure PSNR/SSIM/L1 (and LPIPS) of predictions against targets.
+
+    \b
+      img2img eval PRED_DIR TARGET_DIR [--scale 4] [--json]
+      img2img eval --model runs/facades --data datasets/facades/test [--inputs A --targets B]
+    """
+    ctx = get_context()
+    device = "cpu" if ctx.device == "auto" else ctx.device
+    if scale is not None:
+        y_channel = True
+        crop = scale if crop is None else crop
+    crop = crop or 0
+    if crop < 0:
+        fail("--crop must be >= 0")
+    with tempfile.TemporaryDirectory(prefix="img2img-eval-") as tmp:
+        if model is not None:
+            if pred_dir is not None or data_dir is None:
+                fail("--model needs --data DIR and no PRED_DIR/TARGET_DIR arguments")
+            assert data_dir is not None
+            pred_dir, target_dir = _predict(model, data_dir / inputs, Path(tmp), ctx.device), data_dir / targets
+            if not target_dir.is_dir():
+                fail(f"{target_dir}: no such target folder (see --targets)")
+        elif pred_dir is None or target_dir is None:
+            fail("give PRED_DIR and TARGET_DIR, or --model M --data DIR")
+        assert pred_dir is not None and target_dir is not None
+        try:
+            report = compare_folders(pred_dir, target_dir, crop=crop, y_channel=y_channel, use_lpips=use_lpips,
+                                     device=device)
+        except click.UsageError as e:
+            fail(e.message, EXIT_USAGE)
+    if as_json:
+        click.echo(report_json(report))
+    else:
+        print_table(report, per_image=per_image)
+    for failure in report.failures:
+        click.echo(f"error: {failure}", err=True)
+    if not report.rows:
+        sys.exit(EXIT_SOME_FAILED)
+    sys.exit(EXIT_SOME_FAILED if report.failures else EXIT_OK)
+
+
+def _predict(model: str, inputs: Path, out: Path, device: str) -> Path:
+    """Run ``model`` over ``inputs`` into ``out`` with the inference pipeline; returns ``out``."""
+    if not inputs.is_dir():
+        fail(f"{inputs}: no such input folder (see --inputs)")
+    from img2img import inference
+
+    if not hasattr(inference, "run_folder"):
+        fail("img2img eval --model: the inference pipeline is not available in this version")
+    inference.run_folder(model=model, src=inputs, dst=out, device=device)
+    return out

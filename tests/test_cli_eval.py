@@ -1,0 +1,90 @@
+"""`img2img eval PRED_DIR TARGET_DIR` on images with known differences."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from img2img.cli import cli
+from tests.conftest import smooth_rgb
+
+
+def write(path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, ["eval", *args])
+
+
+@pytest.fixture
+def folders(tmp_path):
+    target, pred = tmp_path / "target", tmp_path / "pred"
+    for i in range(2):
+        write(target / f"img{i}.png", smooth_rgb(32, 40, seed=i))
+    return pred, target
+
+
+def test_identical_images(folders) -> None:
+    pred, target = folders
+    for p in target.iterdir():
+        write(pred / p.name, np.asarray(Image.open(p)))
+    result = run(str(pred), str(target), "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["images"] == 2 and out["identical"] == 2
+    assert out["mean"]["psnr"] is None  # infinite PSNR is null in strict JSON
+    assert out["mean"]["ssim"] == pytest.approx(1.0, abs=1e-6) and out["mean"]["l1"] == 0.0
+    table = run(str(pred), str(target))
+    assert "inf" in table.output and "2 identical image(s)" in table.output
+
+
+def test_known_noise_level_matches_the_formula(folders) -> None:
+    pred, target = folders
+    errors = []
+    for p in sorted(target.iterdir()):
+        t = np.asarray(Image.open(p)).astype(np.int64)
+        noise = np.random.default_rng(len(errors)).integers(-10, 11, t.shape)
+        q = np.clip(t + noise, 0, 255)
+        write(pred / p.with_suffix(".bmp").name, q.astype(np.uint8))  # other extension, same stem
+        errors.append(10 * math.log10(255.0**2 / ((q - t) ** 2).mean()))
+    result = run(str(pred), str(target), "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert [r["psnr"] for r in out["per_image"]] == pytest.approx(errors, abs=1e-3)
+    assert out["mean"]["psnr"] == pytest.approx(sum(errors) / 2, abs=1e-3)
+    assert 0 < out["mean"]["ssim"] < 1
+
+
+def test_sr_convention_crops_and_uses_y(folders) -> None:
+    pred, target = folders
+    for p in target.iterdir():
+        t = np.asarray(Image.open(p)).copy()
+        t[:3] = 0  # a broken 3-px border, cropped away by --scale 3
+        write(pred / p.name, t)
+    result = run(str(pred), str(target), "--scale", "3", "--json")
+    out = json.loads(result.output)
+    assert out["convention"] == {"y_channel": True, "crop": 3}
+    assert out["identical"] == 2
+    assert json.loads(run(str(pred), str(target), "--scale", "2", "--json").output)["identical"] == 0
+
+
+def test_missing_and_mismatched_predictions_fail_with_names(folders) -> None:
+    pred, target = folders
+    write(pred / "img0.png", smooth_rgb(16, 16))
+    result = CliRunner().invoke(cli, ["eval", str(pred), str(target)])
+    assert result.exit_code == 1
+    assert "img0.png: size" in result.output and "no prediction named img1" in result.output
+
+
+def test_usage_errors(tmp_path) -> None:
+    assert run().exit_code == 2
+    (tmp_path / "e").mkdir()
+    result = run(str(tmp_path / "e"), str(tmp_path / "e"))
+    assert result.exit_code == 2 and "no images found" in result.output
