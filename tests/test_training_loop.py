@@ -36,6 +36,7 @@ class NoisyPairs(Dataset):
 class ToyConfig(TrainConfig):
     lr: float = 1e-2
     poison_at: int = -1  # step at which the loss becomes NaN (tests the guard)
+    poison_weight_at: int = -1  # step after which a discriminator weight is inf (losses still finite)
 
 
 class ToyMethod(Method):
@@ -79,6 +80,9 @@ class ToyMethod(Method):
             g_loss = g_loss * float("nan")
         ctx.backward(g_loss)
         ctx.step_optimizer("g")
+        if ctx.step == self.config.poison_weight_at:
+            with torch.no_grad():
+                d[0].weight[0, 0, 0, 0] = float("inf")
         self.seen += a.shape[0]
         return {"g": g_loss.detach(), "d": d_loss.detach()}
 
@@ -189,6 +193,13 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path) -> None:
     payload = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
     assert payload["step"] == 4
     assert all(torch.isfinite(v).all() for v in payload["nets"]["g"].values())
+
+
+def test_nan_guard_checks_weights_before_writing_a_checkpoint(tmp_path) -> None:
+    method = make_method(poison_weight_at=3, checkpoint_every=4)
+    with pytest.raises(NonFiniteLossError, match=r"step 4: weights of 'd' are not finite.*No checkpoint was written"):
+        fit(method, train_loader=loader(), run_dir=tmp_path, device=torch.device("cpu"), progress=False)
+    assert not (tmp_path / "checkpoints" / "last.pt").exists()
 
 
 def test_schedule_sets_learning_rates_and_log_records_them(tmp_path) -> None:

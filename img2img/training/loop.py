@@ -204,7 +204,7 @@ def _all_finite(nets: Mapping[str, nn.Module]) -> str | None:
     """Name of the first net with a non-finite parameter, or None."""
     for name, net in nets.items():
         params = [p.detach() for p in net.parameters() if p.is_floating_point()]
-        if params and not all(bool(torch.isfinite(n)) for n in torch._foreach_norm(params)):
+        if params and not bool(torch.stack(torch._foreach_norm(params)).isfinite().all()):  # one sync
             return name
     return None
 
