@@ -6,10 +6,15 @@ To add a method, add its module under ``methods/`` and one line here (no registr
 from __future__ import annotations
 
 from img2img.training.method import Method
+from img2img.training.methods.cycle import Cycle, DiscoGAN
 from img2img.training.methods.pix2pix import Pix2Pix
+from img2img.training.methods.srgan import SRGAN
 
 METHODS: dict[str, type[Method]] = {
     "pix2pix": Pix2Pix,
+    "cyclegan": Cycle,
+    "discogan": DiscoGAN,  # the cycle method with the DiscoGAN config preset
+    "srgan": SRGAN,
 }
 
 
