@@ -132,3 +132,35 @@ def train() -> None:
 def pix2pix(**options: Any) -> None:
     """Pix2Pix: U-Net + conditional PatchGAN on paired images (A/B folders or side-by-side AB)."""
     run_method("pix2pix", options)
+
+
+@train.command("srgan")
+@common_options
+@click.option("--scale", type=click.Choice(["2", "3", "4"]), callback=lambda c, p, v: None if v is None else int(v),
+              help="Upscaling factor (rrdbnet: 2 or 4).")
+@click.option("--arch", type=click.Choice(["srresnet", "msrresnet", "rrdbnet"]),
+              help="Generator: srresnet (paper, BN), msrresnet (BasicSR, no BN) or rrdbnet (ESRGAN).")
+@click.option("--num-feat", type=int, help="Generator width (64 in the paper).")
+@click.option("--num-block", type=int, help="Generator residual blocks (0: the architecture's default).")
+@click.option("--pretrain-steps", type=int, help="Phase 1 steps (pixel loss only); the rest is phase 2 (GAN).")
+@click.option("--pixel-loss", type=click.Choice(["l2", "l1", "charbonnier"]), help="Pixel loss (l2 = MSE).")
+@click.option("--pixel-weight", type=float, help="Weight of the pixel loss in phase 2 (0).")
+@click.option("--perceptual", type=click.Choice(["vgg", "none"]), help="Phase 2 content loss on VGG19 features.")
+@click.option("--perceptual-layer", type=str, help="VGG19 layer of the content loss (relu5_4 = VGG54).")
+@click.option("--perceptual-weight", type=float, help="Weight of the content loss (0.006).")
+@click.option("--vgg-weights", type=click.Path(dir_okay=False), help="Local torchvision vgg19 state dict (.pth).")
+@click.option("--gan-mode", type=click.Choice(["vanilla", "ragan"]), help="Adversarial loss (ragan: ESRGAN).")
+@click.option("--adv-weight", type=float, help="Weight of the adversarial loss (1e-3).")
+@click.option("--lr-g", type=float, help="Generator Adam learning rate (1e-4).")
+@click.option("--lr-d", type=float, help="Discriminator Adam learning rate (1e-4).")
+@click.option("--val-data", type=click.Path(file_okay=False), help="Held-out HR folder for validation PSNR/SSIM.")
+@click.option("--val-every", type=int, help="Validate every N steps (PSNR/SSIM on Y, border crop = scale).")
+def srgan(**options: Any) -> None:
+    """SRGAN / SRResNet super-resolution from a folder of HR images (LR made by bicubic downscaling).
+
+    \b
+    Example (PSNR model only, then GAN fine-tuning):
+      img2img train srgan --data photos --out runs/sr --scale 4 --steps 20000 --pretrain-steps 20000
+      img2img train srgan --data photos --out runs/srgan --scale 4 --steps 40000 --pretrain-steps 20000
+    """
+    run_method("srgan", options)

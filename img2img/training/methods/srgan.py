@@ -1,0 +1,278 @@
+"""SRGAN (Ledig et al. 2017): SRResNet pixel pre-training, then perceptual + adversarial training.
+
+Phase 1 (``step < pretrain_steps``): the generator alone, pixel loss (MSE by default), the
+PSNR-oriented "SRResNet" model. Phase 2 (the remaining steps): content loss on VGG19 features
+(``relu5_4``, "VGG54", by default), ``adv_weight`` (1e-3) x adversarial loss against the VGG-style
+discriminator (vanilla, or ESRGAN's relativistic average ``ragan``), plus an optional pixel loss.
+A run with ``pretrain_steps >= steps`` is phase 1 only and never needs the VGG weights.
+
+Batches are ``{"lr": (B, 3, h, w), "hr": (B, 3, h*scale, w*scale)}`` in [0, 1] (the ``sr``
+dataset, docs/data.md); every network here works in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from img2img import losses
+from img2img.networks import registry
+from img2img.training.config import ConfigError, TrainConfig, check_choice
+from img2img.training.method import Export, Method, Prediction, StepContext, adam, set_requires_grad
+from img2img.training.schedules import Schedule, schedule_from_config
+
+SR_ARCHS: tuple[str, ...] = ("srresnet", "msrresnet", "rrdbnet")
+SR_GAN_MODES: tuple[str, ...] = ("vanilla", "ragan")
+PERCEPTUAL_KINDS: tuple[str, ...] = ("vgg", "none")
+
+
+class VGGWeightsUnavailableError(ConfigError):
+    """The VGG19 ImageNet weights for the perceptual loss cannot be had (e.g. offline).
+
+    A ConfigError, so ``img2img train`` reports it in one line with the usage exit code.
+    """
+
+
+@dataclass
+class SRGANConfig(TrainConfig):
+    """SRGAN options (on top of TrainConfig; ``image_size`` is the HR crop side).
+
+    scale: 2, 3 or 4 (rrdbnet: 2 or 4).
+    arch, num_feat, num_block: the generator (``num_block`` 0 = the architecture's default).
+    pretrain_steps: phase 1 length (pixel loss only); the remaining ``steps`` are phase 2.
+    pixel_loss: ``l2`` (MSE, as the paper), ``l1`` or ``charbonnier``; phase 1 weight is 1.
+    pixel_weight: weight of the pixel loss in phase 2 (0 in the paper).
+    perceptual: ``vgg`` (VGG19 feature loss) or ``none``.
+    perceptual_layer, perceptual_weight, perceptual_criterion: the content loss
+        ``w * dist(phi(sr), phi(hr))``; 0.006 ~ 1/12.75**2 with l2 is the paper's feature rescaling.
+    vgg_weights: local torchvision vgg19 state dict; empty = torchvision's weights API (its cache).
+    gan_mode: ``vanilla`` (paper) or ``ragan`` (relativistic average, ESRGAN); adv_weight 1e-3.
+    ndf: discriminator width.
+    lr_g, lr_d, beta1, beta2: Adam settings (paper: 1e-4, betas 0.9/0.999).
+    """
+
+    image_size: int = 96
+    batch_size: int = 16
+    lr_schedule: str = "constant"
+    scale: int = 4
+    arch: str = "srresnet"
+    num_feat: int = 64
+    num_block: int = 0
+    pretrain_steps: int = 0
+    pixel_loss: str = "l2"
+    pixel_weight: float = 0.0
+    perceptual: str = "vgg"
+    perceptual_layer: str = "relu5_4"
+    perceptual_weight: float = 0.006
+    perceptual_criterion: str = "l2"
+    vgg_weights: str = ""
+    gan_mode: str = "vanilla"
+    adv_weight: float = 1e-3
+    ndf: int = 64
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+
+    def validate(self) -> None:
+        super().validate()
+        check_choice("arch", self.arch, SR_ARCHS)
+        check_choice("gan_mode", self.gan_mode, SR_GAN_MODES)
+        check_choice("perceptual", self.perceptual, PERCEPTUAL_KINDS)
+        check_choice("pixel_loss", self.pixel_loss, losses.PIXEL_KINDS)
+        check_choice("perceptual_criterion", self.perceptual_criterion, ("l1", "l2"))
+        allowed = (2, 4) if self.arch == "rrdbnet" else (2, 3, 4)
+        if self.scale not in allowed:
+            raise ConfigError(f"scale must be one of {', '.join(map(str, allowed))} for {self.arch}, not {self.scale}")
+        if self.image_size % self.scale:
+            raise ConfigError(f"image_size (HR crop) {self.image_size} must be a multiple of scale {self.scale}")
+        if self.has_phase2 and (self.image_size < 16 or self.image_size % 16):
+            raise ConfigError(
+                f"image_size {self.image_size}: the SRGAN discriminator needs an HR crop that is a multiple of 16"
+            )
+        if self.perceptual_layer not in losses.vgg19_layer_names():
+            raise ConfigError(f"perceptual_layer {self.perceptual_layer!r} is not a VGG19 layer "
+                              f"(e.g. relu5_4, relu2_2, conv5_4)")
+        for name in ("num_feat", "ndf"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
+        for name in ("num_block", "pretrain_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
+        for name in ("pixel_weight", "perceptual_weight", "adv_weight", "lr_g", "lr_d"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
+
+    @property
+    def has_phase2(self) -> bool:
+        """True when the run goes past pre-training (``steps`` 0 = length still given by epochs)."""
+        return self.steps == 0 or self.pretrain_steps < self.steps
+
+    def generator_kwargs(self) -> dict[str, Any]:
+        """Complete registry kwargs of the generator (what the exported model stores)."""
+        overrides: dict[str, Any] = {"scale": self.scale, "num_feat": self.num_feat}
+        if self.num_block:
+            overrides["num_block"] = self.num_block
+        return registry.resolve_kwargs(self.arch, **overrides)
+
+
+@dataclass(frozen=True)
+class PhaseSchedule:
+    """Phase 1's schedule before ``switch``, phase 2's from it (both pure functions of the step)."""
+
+    first: Schedule
+    second: Schedule
+    switch: int
+
+    def factor(self, step: int) -> float:
+        return self.first.factor(step) if step < self.switch else self.second.factor(step)
+
+
+def build_perceptual(config: SRGANConfig) -> losses.PerceptualLoss:
+    """The VGG19 content loss of ``config``; VGGWeightsUnavailableError names every way to get weights."""
+    weights = config.vgg_weights or "imagenet"
+    try:
+        return losses.PerceptualLoss(
+            {config.perceptual_layer: config.perceptual_weight},
+            criterion=config.perceptual_criterion,
+            weights=weights,
+        )
+    except RuntimeError as e:
+        if config.vgg_weights:
+            raise VGGWeightsUnavailableError(str(e)) from None
+        raise VGGWeightsUnavailableError(
+            "the VGG19 ImageNet weights for the perceptual loss are not available here (offline?). "
+            "Either put torchvision's vgg19-dcbb9e9d.pth in the torch hub cache "
+            f"({_hub_checkpoint_dir()}), or pass a local file with --vgg-weights FILE, "
+            "or train without the content loss: --perceptual none"
+        ) from None
+
+
+def _hub_checkpoint_dir() -> str:
+    import os
+
+    return os.path.join(torch.hub.get_dir(), "checkpoints")
+
+
+class SRGAN(Method):
+    """SRGAN / SRResNet training (see the module docstring for the phases)."""
+
+    name = "srgan"
+    config_class = SRGANConfig
+    dataset_kind = "sr"
+    ema_nets = ("g",)
+    val_y_channel, val_crop = True, -1
+
+    def __init__(self, config: SRGANConfig) -> None:
+        super().__init__(config)
+        self.config: SRGANConfig = config
+        # Both nets always exist (so a checkpoint has the same nets in either phase); the VGG is
+        # only built when phase 2 uses it, so pixel-only runs never need its weights.
+        self.nets = {
+            "g": registry.build(config.arch, **config.generator_kwargs()),
+            "d": registry.build("srgan_d", in_channels=3, ndf=config.ndf, input_size=_d_size(config)),
+        }
+        betas = (config.beta1, config.beta2)
+        self.optimizers = {
+            "g": adam(self.nets["g"].parameters(), lr=config.lr_g, betas=betas),
+            "d": adam(self.nets["d"].parameters(), lr=config.lr_d, betas=betas),
+        }
+        self.perceptual: losses.PerceptualLoss | None = None
+        if config.has_phase2 and config.perceptual == "vgg" and config.perceptual_weight > 0:
+            self.perceptual = build_perceptual(config)
+
+    def setup(self, *, total_steps: int) -> None:
+        super().setup(total_steps=total_steps)
+        cfg = self.config
+        switch = min(cfg.pretrain_steps, total_steps)
+        first = schedule_from_config(cfg, length=switch)
+        second = schedule_from_config(cfg, length=total_steps - switch, start=switch)
+        self.schedules = {"g": PhaseSchedule(first, second, switch), "d": second}
+
+    def to(self, device: torch.device, *, channels_last: bool = False) -> None:
+        super().to(device, channels_last=channels_last)
+        if self.perceptual is not None:  # frozen, not trained or checkpointed, but must follow the nets
+            self.perceptual.to(device)
+            if channels_last:
+                self.perceptual.to(memory_format=torch.channels_last)
+
+    def train_step(self, ctx: StepContext, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        g, d = self.nets["g"], self.nets["d"]
+        lr, hr = batch["lr"], batch["hr"]
+        if ctx.step < cfg.pretrain_steps:
+            with ctx.autocast():
+                sr = g(lr)
+                loss = losses.pixel_loss(sr, hr, kind=cfg.pixel_loss)
+            ctx.backward(loss)
+            ctx.step_optimizer("g")
+            return {"g_pix": loss.detach()}
+
+        # Generator: content + adversarial (+ pixel); D frozen so its grads stay empty.
+        set_requires_grad([d], False)
+        out: dict[str, torch.Tensor] = {}
+        with ctx.autocast():
+            sr = g(lr)
+            total = sr.new_zeros((), dtype=torch.float32)
+            if cfg.pixel_weight > 0:
+                out["g_pix"] = losses.pixel_loss(sr, hr, kind=cfg.pixel_loss)
+                total = total + cfg.pixel_weight * out["g_pix"]
+            if self.perceptual is not None:
+                out["g_vgg"] = self.perceptual(sr, hr)
+                total = total + out["g_vgg"]
+            fake_logits = d(sr)
+            real_logits = d(hr).detach() if cfg.gan_mode == "ragan" else None
+            out["g_gan"] = _generator_adv(fake_logits, real_logits, mode=cfg.gan_mode)
+            total = total + cfg.adv_weight * out["g_gan"]
+        ctx.backward(total)
+        ctx.step_optimizer("g")
+
+        # Discriminator on real HR and the (detached) generated image.
+        set_requires_grad([d], True)
+        with ctx.autocast():
+            loss_d = _discriminator_adv(d(hr), d(sr.detach()), mode=cfg.gan_mode)
+        ctx.backward(loss_d)
+        ctx.step_optimizer("d")
+        out["d"] = loss_d
+        return {k: v.detach() for k, v in out.items()}
+
+    def predict(self, batch: dict[str, torch.Tensor], nets: Mapping[str, nn.Module]) -> Prediction:
+        sr = nets["g"](batch["lr"]).clamp(0, 1)
+        return Prediction(input=batch["lr"], output=sr, target=batch.get("hr"))
+
+    def exports(self) -> list[Export]:
+        cfg = self.config
+        info = {"phase": "srresnet" if not cfg.has_phase2 else "srgan", "pretrain_steps": cfg.pretrain_steps}
+        return [Export(file="model", net="g", arch=cfg.arch, kwargs=cfg.generator_kwargs(),
+                       value_range=(0.0, 1.0), scale=cfg.scale, info=info)]
+
+
+def _d_size(config: SRGANConfig) -> int:
+    """Discriminator input side: the HR crop (rounded down to 16 for pixel-only runs, where D is idle)."""
+    return max(16, config.image_size - config.image_size % 16)
+
+
+def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
+    logits = logits.float()
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def _generator_adv(fake: torch.Tensor, real: torch.Tensor | None, *, mode: str) -> torch.Tensor:
+    """Vanilla: -log D(G(x)). RaGAN (ESRGAN): mean of both relativistic terms with swapped labels."""
+    if mode == "vanilla":
+        return _bce(fake, True)
+    assert real is not None
+    return 0.5 * (_bce(real - fake.mean(), False) + _bce(fake - real.mean(), True))
+
+
+def _discriminator_adv(real: torch.Tensor, fake: torch.Tensor, *, mode: str) -> torch.Tensor:
+    """Vanilla: BCE(real, 1) + BCE(fake, 0) (the SRGAN/BasicSR sum). RaGAN: relativistic average."""
+    if mode == "vanilla":
+        return _bce(real, True) + _bce(fake, False)
+    return 0.5 * (_bce(real - fake.mean(), True) + _bce(fake - real.mean(), False))

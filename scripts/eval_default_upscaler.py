@@ -1,0 +1,105 @@
+"""Held-out PSNR/SSIM of an upscaler against bicubic, and its CPU speed.
+
+    python scripts/eval_default_upscaler.py MODEL --scale 4 [--photos DIR] [--threads 2] [--speed]
+
+MODEL is a bundled name (img2img-sr-x4), a .safetensors file or a run directory. For each photo
+(default: the held-out skimage photos written by scripts/default_upscaler_data.py into DIR/val):
+HR = the photo cropped to a multiple of the scale; LR = the training degradation (antialiased
+bicubic, 8-bit, img2img.data.degrade.bicubic_downscale); bicubic baseline = PIL's bicubic
+upscale (a = -0.5, MATLAB's kernel); ours = the model through the tiled engine. Outputs are
+rounded to 8 bits, then PSNR/SSIM on Y (BT.601 studio range) with a border crop of ``scale``
+(img2img.metrics, the BasicSR convention). Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from img2img import metrics
+from img2img.checkpoints import load_model
+from img2img.data.degrade import bicubic_downscale
+from img2img.inference.engine import Engine
+
+
+def _to_tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+
+
+def _to_pil(x: torch.Tensor) -> Image.Image:
+    return Image.fromarray((x[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8))
+
+
+def _quantize(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x.clamp(0, 1) * 255.0) / 255.0
+
+
+def evaluate(model_source: str, *, scale: int, photos: list[Path]) -> list[dict[str, float | str]]:
+    model = load_model(model_source, device="cpu")
+    if model.scale != scale:
+        raise SystemExit(f"{model_source}: the model upscales x{model.scale}, not x{scale}")
+    engine = Engine(model, tile=0, device="cpu")
+    rows: list[dict[str, float | str]] = []
+    for path in photos:
+        hr = _to_tensor(Image.open(path))
+        h, w = (hr.shape[-2] // scale) * scale, (hr.shape[-1] // scale) * scale
+        hr = hr[..., :h, :w]
+        lr = bicubic_downscale(hr, scale)
+        bicubic = _to_tensor(_to_pil(lr).resize((w, h), Image.Resampling.BICUBIC))
+        with torch.no_grad():
+            ours = _quantize(engine.run_tensor(lr))
+        row: dict[str, float | str] = {"photo": path.stem, "size": f"{w}x{h}"}
+        for name, pred in (("bicubic", bicubic), ("ours", ours)):
+            row[f"psnr_{name}"] = float(metrics.psnr(pred, hr, crop=scale, y_channel=True)[0])
+            row[f"ssim_{name}"] = float(metrics.ssim(pred, hr, crop=scale, y_channel=True)[0])
+        rows.append(row)
+    return rows
+
+
+def speed(model_source: str, *, side: int, repeats: int = 2) -> float:
+    """Best wall time in seconds of one side x side LR image through the tiled engine (tile auto)."""
+    engine = Engine(load_model(model_source, device="cpu"), tile="auto", device="cpu")
+    x = torch.rand(1, 3, side, side)
+    best = float("inf")
+    with torch.no_grad():
+        for _ in range(repeats):
+            t = time.perf_counter()
+            engine.run_tensor(x)
+            best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model")
+    parser.add_argument("--scale", type=int, required=True)
+    parser.add_argument("--photos", type=Path, default=Path("runs/sr_data/val"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--speed", action="store_true", help="also time a 1-megapixel output")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    photos = sorted(args.photos.glob("*.png"))
+    if not photos:
+        raise SystemExit(f"{args.photos}: no .png photos (run scripts/default_upscaler_data.py first)")
+    rows = evaluate(args.model, scale=args.scale, photos=photos)
+    print(f"| photo (x{args.scale}) | size | PSNR-Y bicubic | PSNR-Y ours | gain | SSIM-Y bicubic | SSIM-Y ours |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['photo']} | {r['size']} | {r['psnr_bicubic']:.2f} | {r['psnr_ours']:.2f} | "
+              f"{float(r['psnr_ours']) - float(r['psnr_bicubic']):+.2f} | {r['ssim_bicubic']:.4f} | {r['ssim_ours']:.4f} |")
+    mean = {k: float(np.mean([float(r[k]) for r in rows])) for k in ("psnr_bicubic", "psnr_ours", "ssim_bicubic", "ssim_ours")}
+    print(f"| **mean** | | {mean['psnr_bicubic']:.2f} | {mean['psnr_ours']:.2f} | "
+          f"{mean['psnr_ours'] - mean['psnr_bicubic']:+.2f} | {mean['ssim_bicubic']:.4f} | {mean['ssim_ours']:.4f} |")
+    if args.speed:
+        side = 1024 // args.scale
+        t = speed(args.model, side=side)
+        print(f"\nCPU speed ({args.threads} threads): {side}x{side} -> 1024x1024 (1 MP output) in {t:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
