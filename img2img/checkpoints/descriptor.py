@@ -5,6 +5,7 @@ The tiled engine, the CLI and the trainers talk in descriptors, never in string 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,38 @@ class ModelDescriptor:
     min_size: int = 1
     instance_norm: bool = False
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_net(
+        cls,
+        net: nn.Module,
+        *,
+        arch: str,
+        kwargs: Mapping[str, Any],
+        value_range: tuple[float, float],
+        provenance: Mapping[str, Any] | None = None,
+    ) -> ModelDescriptor:
+        """Describe ``net`` from the int attributes every img2img generator carries.
+
+        ``in_channels``, ``out_channels``, ``scale``, ``size_multiple`` and ``min_size`` are read
+        from ``net`` when it has them (discriminators lack some; the field defaults apply then);
+        ``instance_norm`` is found by looking for InstanceNorm layers.
+        """
+        from img2img.networks import has_instance_norm
+
+        return cls(
+            net=net,
+            arch=arch,
+            kwargs=dict(kwargs),
+            scale=int(getattr(net, "scale", 1)),
+            in_channels=int(getattr(net, "in_channels", 3)),
+            out_channels=int(getattr(net, "out_channels", 3)),
+            value_range=(float(value_range[0]), float(value_range[1])),
+            size_multiple=int(getattr(net, "size_multiple", 1)),
+            min_size=int(getattr(net, "min_size", 1)),
+            instance_norm=has_instance_norm(net),
+            provenance=dict(provenance or {}),
+        )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Run the network on ``x`` of shape (B, in_channels, H, W) in ``value_range``.

@@ -1,0 +1,189 @@
+"""``load_model``: one entry point for bundled names, model files and run directories.
+
+A source resolves to one file, and the file to one :class:`ModelDescriptor`:
+
+- an existing directory: a run directory of ours (``model.safetensors``, or ``g_ab`` /
+  ``g_ba.safetensors`` for cycle methods) or a reference pix2pix/CycleGAN checkpoint folder
+  (``latest_net_G.pth``, or ``latest_net_G_A.pth`` / ``latest_net_G_B.pth``, else the highest
+  ``<epoch>_net_G*.pth``); ``direction`` picks the generator of a two-generator folder;
+- an existing file: ``.safetensors`` with our metadata, a third-party ``.safetensors``, or a
+  torch file (read with ``weights_only=True``);
+- otherwise a bundled name (see :mod:`img2img.checkpoints.bundled`).
+
+The network comes back in eval mode: dropout off and BatchNorm using its stored statistics, so
+results are deterministic. (The pix2pix reference keeps both live at test time unless ``--eval``.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from img2img.checkpoints.bundled import find_bundled, looks_like_name
+from img2img.checkpoints.descriptor import ModelDescriptor
+from img2img.checkpoints.errors import CheckpointError
+from img2img.checkpoints.foreign import Hints, load_foreign_file, load_foreign_state
+from img2img.checkpoints.format import SUFFIX, load_ours, read_metadata, read_tensors, save_model
+
+DIRECTIONS = ("AtoB", "BtoA")
+
+# Our run directories.
+SINGLE_MODEL = f"model{SUFFIX}"
+CYCLE_MODELS = {"AtoB": f"g_ab{SUFFIX}", "BtoA": f"g_ba{SUFFIX}"}
+# Reference folders: <epoch>_net_<name>.pth with epoch "latest" or a number.
+REFERENCE_NETS = {"AtoB": "G_A", "BtoA": "G_B"}
+REFERENCE_SINGLE = "G"
+
+
+def load_model(
+    source: str | os.PathLike[str],
+    *,
+    arch: str | None = None,
+    scale: int | None = None,
+    direction: str | None = None,
+    device: str | torch.device = "cpu",
+) -> ModelDescriptor:
+    """Load a generator and describe it.
+
+    Args:
+        source: a bundled name (``"img2img-sr-x4"``), a model file (``.safetensors`` / ``.pth``)
+            or a run directory (ours or a reference checkpoint folder).
+        arch: registry architecture name, for files whose architecture detection finds ambiguous
+            or does not know (ignored for our own files, which name theirs).
+        scale: the upscaling factor, for files where it is ambiguous (RRDBNet's input channels).
+        direction: ``"AtoB"`` (default) or ``"BtoA"``: which generator of a two-generator source;
+            ``"BtoA"`` on a single-generator source is an error.
+        device: where the network is moved.
+
+    Returns a descriptor whose ``net`` is in eval mode on ``device``; calling it on a float tensor
+    (B, in_channels, H, W) in ``value_range`` returns the network's output.
+
+    Raises CheckpointError (one line naming the file and the reason) for anything it cannot load.
+    """
+    path = resolve_source(source, direction=direction)
+    desc = load_file(path, arch=arch, scale=scale)
+    desc.net.eval()
+    return desc.to(device)
+
+
+def load_file(
+    path: str | os.PathLike[str], *, arch: str | None = None, scale: int | None = None
+) -> ModelDescriptor:
+    """The descriptor of one model file (ours, third-party safetensors or torch), on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    hints = Hints(arch=arch, scale=scale)
+    if path.suffix.lower() == SUFFIX:
+        document = read_metadata(path)
+        if document is not None:
+            desc = load_ours(path, document)
+            if scale is not None and scale != desc.scale:
+                raise CheckpointError(f"{path}: scale {scale} given, but the model upscales x{desc.scale}")
+            return desc
+        return load_foreign_state(read_tensors(path), source=str(path), hints=hints)
+    return load_foreign_file(path, hints=hints)
+
+
+def resolve_source(source: str | os.PathLike[str], *, direction: str | None = None) -> Path:
+    """The model file a source stands for (see the module docstring for the rules)."""
+    if direction is not None and direction not in DIRECTIONS:
+        raise CheckpointError(f"{source}: direction must be AtoB or BtoA, not {direction!r}")
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return resolve_run_dir(path, direction=direction)
+    if path.is_file():
+        _check_single(path, direction, "is one model file")
+        return path
+    text = os.fspath(source)
+    if looks_like_name(text) and path.suffix.lower() not in (".pth", ".pt", ".ckpt"):
+        found = find_bundled(text)
+        _check_single(found, direction, "is one bundled model")
+        return found
+    raise CheckpointError(f"{source}: no such file or directory")
+
+
+def resolve_run_dir(run_dir: Path, *, direction: str | None = None) -> Path:
+    """The generator file inside a run directory or a reference checkpoint folder."""
+    wanted = direction or "AtoB"
+    cycle = {d: run_dir / name for d, name in CYCLE_MODELS.items() if (run_dir / name).is_file()}
+    if cycle:
+        if wanted not in cycle:
+            raise CheckpointError(
+                f"{run_dir}: has {', '.join(p.name for p in cycle.values())} but no {CYCLE_MODELS[wanted]}"
+            )
+        return cycle[wanted]
+    if (run_dir / SINGLE_MODEL).is_file():
+        _check_single(run_dir, direction, f"holds one generator ({SINGLE_MODEL})")
+        return run_dir / SINGLE_MODEL
+    pair = {d: _reference_file(run_dir, net) for d, net in REFERENCE_NETS.items()}
+    if any(pair.values()):
+        chosen = pair[wanted]
+        if chosen is None:
+            raise CheckpointError(
+                f"{run_dir}: has no *_net_{REFERENCE_NETS[wanted]}.pth for direction {wanted}"
+            )
+        return chosen
+    single = _reference_file(run_dir, REFERENCE_SINGLE)
+    if single is not None:
+        _check_single(run_dir, direction, f"holds one generator ({single.name})")
+        return single
+    present = sorted(p.name for p in run_dir.iterdir())[:5]
+    raise CheckpointError(
+        f"{run_dir}: no model in this directory (looked for {SINGLE_MODEL}, g_ab/g_ba{SUFFIX}, "
+        f"latest_net_G.pth, latest_net_G_A/G_B.pth; found: {', '.join(present) or 'nothing'})"
+    )
+
+
+def convert(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    arch: str | None = None,
+    scale: int | None = None,
+    direction: str | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> ModelDescriptor:
+    """Load ``source`` (any kind :func:`load_model` takes) and save it in our format at ``out``.
+
+    The file's provenance records the source file, its format and its SHA-256, plus ``provenance``.
+    Returns the descriptor that was saved.
+    """
+    path = resolve_source(source, direction=direction)
+    out = Path(out)
+    if out.exists() and out.resolve() == path.resolve():
+        raise CheckpointError(f"{out}: is the input file; choose another output")
+    desc = load_file(path, arch=arch, scale=scale)
+    extra = {"source_file": path.name, "source_sha256": sha256_of(path), **(provenance or {})}
+    save_model(desc, out, provenance=extra)
+    return desc
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _reference_file(folder: Path, net: str) -> Path | None:
+    """``latest_net_<net>.pth``, else the highest-numbered ``<epoch>_net_<net>.pth``, else None."""
+    latest = folder / f"latest_net_{net}.pth"
+    if latest.is_file():
+        return latest
+    rx = re.compile(rf"^(\d+)_net_{re.escape(net)}\.pth$")
+    epochs = [(int(m.group(1)), p) for p in folder.iterdir() if (m := rx.match(p.name)) and p.is_file()]
+    return max(epochs)[1] if epochs else None
+
+
+def _check_single(where: Path, direction: str | None, what: str) -> None:
+    if direction == "BtoA":
+        raise CheckpointError(
+            f"{where}: {what}, so there is no B->A generator (direction BtoA needs g_ab/g_ba or G_A/G_B files)"
+        )
