@@ -19,6 +19,7 @@ wins. Files are read with ``torch.load(weights_only=True)``: a pickle that would
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 import re
@@ -42,6 +43,9 @@ UNIT = (0.0, 1.0)  # BasicSR / ESRGAN tensors
 # Wrappers around the state dict in release files, in order of preference: BasicSR saves the
 # EMA weights as "params_ema" next to "params"; the EMA ones are the ones released to be used.
 CONTAINER_KEYS = ("params_ema", "params", "state_dict")
+
+# Lines of torch's weights-only refusal that name a global/class the pickle wanted built.
+_REFUSED = re.compile(r"GLOBAL|global:|Can only build|class", re.IGNORECASE)
 
 ZOO_HINT = "installing the optional zoo extra (pip install img2img[zoo]) adds spandrel's many architectures"
 
@@ -99,14 +103,16 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[StateDict, str | None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch's message is long and suggests weights_only=False; keep only the line that says
-        # what the pickle asked for (e.g. "... unsupported GLOBAL posix.system ...").
-        lines = [line.strip() for line in str(e).splitlines() if re.search(r"unsupported|GLOBAL", line, re.I)]
-        detail = f" ({_one_line(Exception(lines[0]))})" if lines else ""
-        raise CheckpointError(
-            f"{path}: refused: its pickle asks for more than tensors and plain containers "
-            f"and could run code, so it is not loaded{detail}"
-        ) from None
+        # The weights-only unpickler names what it refused to build: a global (a function or class
+        # such as posix.system) means the pickle wanted to run code. Its message is long and
+        # suggests weights_only=False; keep only the line that names the global.
+        wanted = [line.strip() for line in str(e).splitlines() if _REFUSED.search(line)]
+        if wanted:
+            raise CheckpointError(
+                f"{path}: refused: its pickle asks for more than tensors and plain containers "
+                f"and could run code, so it is not loaded ({_one_line(Exception(wanted[0]))})"
+            ) from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint torch can read ({_one_line(e)})") from None
     except Exception as e:  # a non-checkpoint file makes the unpickler fail in many ways; name the file
         raise CheckpointError(
             f"{path}: not a PyTorch checkpoint torch can read ({type(e).__name__}: {_one_line(e)})"
@@ -550,7 +556,8 @@ def load_foreign_state(
     zoo = _load_with_spandrel(state, source=source, provenance=info)
     if zoo is not None:
         return zoo
-    raise CheckpointError(f"{source}: {describe_mismatch(state)}; {ZOO_HINT}")
+    hint = "spandrel (installed) does not recognise it either" if _has_spandrel() else ZOO_HINT
+    raise CheckpointError(f"{source}: {describe_mismatch(state)}; {hint}")
 
 
 def load_foreign_file(path: str | os.PathLike[str], *, hints: Hints = Hints()) -> ModelDescriptor:
@@ -633,6 +640,10 @@ def _load_with_spandrel(
         instance_norm=has_instance_norm(net),
         provenance={**provenance, "file": source, "source_format": f"spandrel:{loaded.architecture.id}"},
     )
+
+
+def _has_spandrel() -> bool:
+    return importlib.util.find_spec("spandrel") is not None
 
 
 def _one_line(e: BaseException) -> str:

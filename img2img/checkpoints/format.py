@@ -102,7 +102,7 @@ def save_model(
         save_file(
             {k: v.clone() for k, v in state.items()},
             tmp_name,
-            metadata={"format": "pt", METADATA_KEY: json.dumps(document, sort_keys=True)},
+            metadata={"format": "pt", METADATA_KEY: json.dumps(document)},
         )
         os.replace(tmp_name, path)
     except BaseException:

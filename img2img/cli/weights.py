@@ -1,12 +1,149 @@
-"""`img2img weights {list,info,convert}`."""
+"""`img2img weights {list,info,convert}`: find, inspect and convert model files.
+
+- ``list``: bundled and cached models (``$IMG2IMG_WEIGHTS_DIR``, the repo's ``weights/``, the user
+  cache) with architecture and scale read from their metadata.
+- ``info SOURCE``: what loading SOURCE (bundled name, file or run directory) gives: architecture,
+  kwargs, scale, channels, value range, size requirements, InstanceNorm, parameter count.
+- ``convert IN OUT.safetensors``: any loadable source -> our format, with provenance.
+
+Errors are one line on stderr naming the file and the reason, exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
 
 import click
 
-from img2img.cli.common import not_yet_available
+from img2img.cli.common import fail
+
+_DIRECTION = click.Choice(["AtoB", "BtoA"])
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def weights(args: tuple[str, ...]) -> None:
+@click.group()
+def weights() -> None:
     """List, inspect and convert model files."""
-    not_yet_available("weights")
+
+
+def _hint_options(f: Any) -> Any:
+    f = click.option(
+        "--direction",
+        type=_DIRECTION,
+        default=None,
+        help="Generator of a two-generator source (default AtoB).",
+    )(f)
+    f = click.option(
+        "--scale",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Upscaling factor, when the file leaves it ambiguous.",
+    )(f)
+    f = click.option(
+        "--arch", default=None, help="Registry architecture name, when detection is ambiguous or fails."
+    )(f)
+    return f
+
+
+@weights.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def list_command(as_json: bool) -> None:
+    """Bundled and cached models, with architecture and scale."""
+    from img2img.checkpoints import CheckpointError, list_bundled, read_metadata, search_dirs
+
+    rows = []
+    for model in list_bundled():
+        row: dict[str, Any] = {"name": model.name, "location": model.location, "path": str(model.path)}
+        try:
+            document = read_metadata(model.path)
+        except CheckpointError as e:
+            row["error"] = str(e)
+        else:
+            if document is None:
+                row["arch"] = "(not img2img metadata)"
+            else:
+                row.update(
+                    arch=document["arch"], scale=document["scale"], value_range=document["value_range"]
+                )
+        rows.append(row)
+
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        where = ", ".join(str(folder) for _, folder in search_dirs())
+        click.echo(f"no models found (searched {where})")
+        return
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        what = r.get("error") or f"{r['arch']}" + (f"  x{r['scale']}" if "scale" in r else "")
+        click.echo(f"{r['name']:<{width}}  {what}  [{r['location']}] {r['path']}")
+
+
+@weights.command("info")
+@click.argument("source")
+@_hint_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def info_command(
+    source: str, arch: str | None, scale: int | None, direction: str | None, as_json: bool
+) -> None:
+    """Describe the model SOURCE (bundled name, model file or run directory)."""
+    from img2img.checkpoints import CheckpointError, load_model
+
+    try:
+        desc = load_model(source, arch=arch, scale=scale, direction=direction, device="cpu")
+    except CheckpointError as e:
+        fail(str(e))
+        return
+    summary = desc.summary()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+        return
+    kwargs = ", ".join(f"{k}={v}" for k, v in summary["kwargs"].items())
+    lo, hi = summary["value_range"]
+    lines = [
+        ("file", summary["provenance"].get("file", source)),
+        ("architecture", f"{summary['arch']}({kwargs})"),
+        ("scale", f"x{summary['scale']}"),
+        ("channels", f"{summary['in_channels']} -> {summary['out_channels']}"),
+        ("value range", f"[{lo:g}, {hi:g}]"),
+        ("size", f"multiple of {summary['size_multiple']}, at least {summary['min_size']} px"),
+        ("instance norm", "yes (per-image statistics)" if summary["instance_norm"] else "no"),
+        ("parameters", f"{summary['parameters']:,}"),
+    ]
+    lines += [(f"  {k}", str(v)) for k, v in summary["provenance"].items() if k != "file"]
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        click.echo(f"{key:<{width}}  {value}")
+
+
+@weights.command("convert")
+@click.argument("source")
+@click.argument("out")
+@_hint_options
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def convert_command(
+    source: str, out: str, arch: str | None, scale: int | None, direction: str | None, overwrite: bool
+) -> None:
+    """Convert SOURCE (e.g. a reference .pth) to our OUT.safetensors with metadata."""
+    from pathlib import Path
+
+    from img2img.checkpoints import CheckpointError, convert
+
+    if not out.endswith(".safetensors"):
+        fail(f"{out}: the output must be a .safetensors file")
+    if Path(out).exists() and not overwrite:
+        fail(f"{out}: exists; pass --overwrite to replace it")
+    args = [source, out] + [
+        f"--{k}={v}" for k, v in (("arch", arch), ("scale", scale), ("direction", direction)) if v
+    ]
+    command = "img2img weights convert " + " ".join(shlex.quote(str(a)) for a in args)
+    try:
+        desc = convert(
+            source, out, arch=arch, scale=scale, direction=direction, provenance={"command": command}
+        )
+    except CheckpointError as e:
+        fail(str(e))
+        return
+    click.echo(f"wrote {out}: {desc.arch} x{desc.scale}, value range {list(desc.value_range)}")
