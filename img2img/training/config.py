@@ -36,6 +36,10 @@ class TrainConfig:
         out: the run directory (checkpoints, exported model, logs, samples, config.yaml).
         val_data: validation root; empty means the ``val`` (then ``test``) split of ``data`` when present.
         image_size: training crop side in pixels (HR side for super-resolution).
+        preprocess, load_size: how training images become crops (docs/data.md); empty / 0 = the
+            dataset kind's default (pix2pix/CycleGAN: resize to image_size * 286/256, random crop).
+        augment: device-stage augmentation ops on each batch (``hflip``, ``vflip``, ``rot90``,
+            ``color_jitter``, ``affine``); the references flip horizontally. Empty: none.
         batch_size, num_workers: data loader settings.
 
     Length (give one; ``steps`` wins when both are set):
@@ -69,6 +73,9 @@ class TrainConfig:
     out: str = ""
     val_data: str = ""
     image_size: int = 256
+    preprocess: str = ""
+    load_size: int = 0
+    augment: tuple[str, ...] = ("hflip",)
     batch_size: int = 1
     num_workers: int = 2
     steps: int = 0
@@ -100,7 +107,7 @@ class TrainConfig:
         for name in ("image_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
-        for name in ("num_workers", "steps", "epochs", "log_every", "sample_every", "val_every",
+        for name in ("num_workers", "load_size", "steps", "epochs", "log_every", "sample_every", "val_every",
                      "val_batches", "checkpoint_every", "lr_step_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
@@ -170,7 +177,8 @@ def build_config(
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """Plain YAML/JSON types only (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 
 def save_config(config: TrainConfig, path: str | os.PathLike[str]) -> None:
@@ -206,12 +214,14 @@ def _coerce(source: str, key: str, value: Any, hint: Any) -> Any:
         value = float(value) if ok else value
     elif hint is str:
         ok = isinstance(value, str)
-    elif origin is tuple:
-        ok = isinstance(value, (list, tuple))
+    elif origin is tuple:  # tuple[str, ...]: a YAML list, or one comma-separated string
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
         value = tuple(value) if ok else value
     else:  # a type this checker does not know: accept as given
         ok = True
     if not ok:
-        want = getattr(hint, "__name__", str(hint))
+        want = "a list of strings" if origin is tuple else getattr(hint, "__name__", str(hint))
         raise ConfigError(f"{source}: option {key!r} must be {want}, got {value!r}")
     return value

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from img2img import metrics
+from img2img.checkpoints import save_model
 from img2img.training.config import ConfigError, TrainConfig, config_to_dict
 from img2img.training.ema import EMA
 from img2img.training.method import Method, StepContext
@@ -115,10 +116,10 @@ class DataStream:
             self._rng = capture_rng(devices=False)
             restore_rng(training)
 
-    def _start_epoch(self) -> None:
+    def _start_epoch(self, *, keep_skip: bool = False) -> None:
         self._epoch_rng = self._rng
         sampler = getattr(self.loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
+        if hasattr(sampler, "set_epoch") and not keep_skip:
             sampler.set_epoch(self.epoch)
         self._iter = iter(self.loader)
 
@@ -141,19 +142,35 @@ class DataStream:
         return batch
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "index": self.index, "epoch_rng": self._epoch_rng}
+        state: dict[str, Any] = {"epoch": self.epoch, "index": self.index, "epoch_rng": self._epoch_rng}
+        sampler = getattr(self.loader, "sampler", None)
+        if hasattr(sampler, "state_dict"):
+            state["sampler"] = sampler.state_dict()  # lets the sampler check the dataset is the same
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Replay the saved epoch's loader from its start and skip the batches already taken."""
+        """Re-create the saved epoch's iterator from its RNG state and move past the batches taken.
+
+        A sampler with ``skip(n)`` (img2img.data.ResumableSampler, whose samples derive their random
+        choices from their index and epoch) starts after them directly; otherwise they are fetched
+        again and dropped.
+        """
         self.epoch = int(state["epoch"])
-        skip = int(state["index"])
+        taken = int(state["index"])
         self._rng = state["epoch_rng"]
+        sampler = getattr(self.loader, "sampler", None)
+        if "sampler" in state and hasattr(sampler, "load_state_dict"):
+            sampler.load_state_dict(state["sampler"])
+        fast = hasattr(sampler, "skip") and getattr(self.loader, "batch_size", None) is not None
         with self._data_rng():
-            self._start_epoch()
+            if fast:
+                sampler.set_epoch(self.epoch)
+                sampler.skip(taken * self.loader.batch_size)
+            self._start_epoch(keep_skip=fast)
             assert self._iter is not None
-            for _ in range(skip):
+            for _ in range(0 if fast else taken):
                 next(self._iter)
-        self.index = skip
+        self.index = taken
 
 
 def _seeded_cpu_rng(seed: int) -> dict[str, Any]:
@@ -444,8 +461,6 @@ def _export(
     exports = method.exports()
     if not exports:
         return
-    from img2img.checkpoints import save_model
-
     for exp in exports:
         net = emas[exp.net].module if exp.net in emas else method.nets[exp.net]
         provenance = {
@@ -456,14 +471,15 @@ def _export(
             "step": step,
             "total_steps": total,
             "run_dir": str(run_dir.resolve()),
+            "data": str(method.config.data),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "torch": torch.__version__,
             **dict(exp.info),
             **dict(extra),
         }
         save_model(
+            net,
             run_dir / f"{exp.file}.safetensors",
-            net=net,
             arch=exp.arch,
             kwargs=dict(exp.kwargs),
             scale=exp.scale,

@@ -206,6 +206,11 @@ class Method(ABC):
         """
         self.total_steps = total_steps
 
+    def dataset_options(self) -> dict[str, Any]:
+        """Extra keyword arguments for ``img2img.data.build_dataset`` (e.g. ``{"scale": 4}`` for SR);
+        the loop already passes ``image_size``, ``seed``, ``preprocess`` and ``load_size``."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Method-specific resumable state (e.g. an image pool), tensors and plain types only."""
         return {}

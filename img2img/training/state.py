@@ -19,11 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
+# One error type for unusable checkpoint files, training or model: a one-line message naming the file.
+from img2img.checkpoints.errors import CheckpointError
+
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "capture_rng", "checkpoint_path", "load_checkpoint",
+           "restore_rng", "save_checkpoint"]
+
 CHECKPOINT_FORMAT = "img2img-train/1"
-
-
-class CheckpointError(RuntimeError):
-    """A training checkpoint that cannot be read or does not fit the run; names the file."""
 
 
 def checkpoint_path(run_dir: str | os.PathLike[str]) -> Path:
