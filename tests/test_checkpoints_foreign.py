@@ -97,9 +97,16 @@ def reference_msrresnet_keys(num_block: int, scale: int) -> set[str]:
     return {f"{n}.{w}" for n in names for w in ("weight", "bias")}
 
 
+_META_NETS: dict[tuple, torch.nn.Module] = {}
+
+
 def _meta(arch: str, **kwargs) -> torch.nn.Module:
-    with torch.device("meta"):
-        return build(arch, **kwargs)
+    """Default-size net without memory (meta tensors), built once per module (deep nets build slowly)."""
+    key = (arch, tuple(sorted(kwargs.items())))
+    if key not in _META_NETS:
+        with torch.device("meta"):
+            _META_NETS[key] = build(arch, **kwargs)
+    return _META_NETS[key]
 
 
 def _n_params(net: torch.nn.Module) -> int:
