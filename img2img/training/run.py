@@ -65,28 +65,38 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_loaders(method_cls: type[Method], config: TrainConfig) -> tuple[Any, Any, Any]:
-    """(train loader, validation loader or None, device-stage augmentation or None) for the method."""
+def build_loaders(method: Method, config: TrainConfig) -> tuple[Any, Any, Any]:
+    """(train loader, validation loader or None, device-stage augmentation or None) for ``method``.
+
+    The dataset kind comes from ``method.dataset_kind``; ``method.dataset_options()`` adds
+    kind-specific options (e.g. ``scale``, ``degradation``). Validation uses the ``val`` (then
+    ``test``) split of ``val_data`` or ``data`` when it exists (``val_data`` may also be a folder
+    without splits), with deterministic centre crops.
+    """
     from img2img import data
 
-    if not hasattr(data, "build_dataset"):  # until the data layer lands in this checkout
-        raise ConfigError("img2img.data has no build_dataset yet: training from folders is not available")
-    common: dict[str, Any] = {"image_size": config.image_size}
-    if hasattr(config, "scale"):
-        common["scale"] = config.scale
-    train_set = data.build_dataset(method_cls.dataset_kind, config.data, split="train", **common)
+    options: dict[str, Any] = {"image_size": config.image_size, "seed": config.seed, **method.dataset_options()}
+    if config.preprocess:
+        options["preprocess"] = config.preprocess
+    if config.load_size:
+        options["load_size"] = config.load_size
+    kind = method.dataset_kind
+    if kind == "sr" and hasattr(config, "scale"):
+        options.setdefault("scale", config.scale)
+    train_set = data.build_dataset(kind, config.data, split="train", **options)
     train_loader = data.make_loader(
         train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers, seed=config.seed
     )
     val_loader = None
     val_root = config.val_data or config.data
-    for split in ("val", "test"):
-        if not config.val_data and not data.has_split(val_root, split):
-            continue
-        val_set = data.build_dataset(method_cls.dataset_kind, val_root, split=split, train=False, **common)
+    splits = [s for s in ("val", "test") if data.has_split(val_root, s)]
+    if not splits and config.val_data:
+        splits = ["train"]  # an explicit validation folder without splits (e.g. a flat folder of HR images)
+    if splits:
+        val_set = data.build_dataset(kind, val_root, split=splits[0], train=False, **options)
         val_loader = data.make_loader(val_set, batch_size=config.batch_size, shuffle=False, num_workers=0)
-        break
-    return train_loader, val_loader, None
+    augment = data.DeviceAugment(config.augment, paired=kind != "unpaired") if config.augment else None
+    return train_loader, val_loader, augment
 
 
 def train(
@@ -108,7 +118,7 @@ def train(
     run_dir = Path(config.out)
     seed_everything(config.seed)
     instance = method_cls(config)  # initial weights come from the seed
-    train_loader, val_loader, augment = build_loaders(method_cls, config)
+    train_loader, val_loader, augment = build_loaders(instance, config)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume and (run_dir / "checkpoints" / "last.pt").exists():
         raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
