@@ -51,6 +51,16 @@ def test_bad_options_are_clear_errors() -> None:
         config(l1=10)
     with pytest.raises(ConfigError, match="option 'ngf' must be int, got '8'"):
         config(ngf="8")
+    with pytest.raises(ConfigError, match="diff_augment: unknown op\\(s\\) blur"):
+        config(diff_augment="color,blur")
+
+
+def test_diff_augment_shares_one_draw_between_input_and_output() -> None:
+    m = Pix2Pix(config(diff_augment="translation"))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    stacked = m._d_input(x, x)
+    assert torch.equal(stacked[:, :3], stacked[:, 3:])  # same shift for both halves
+    assert not torch.equal(stacked[:, :3], x)  # but shifted
 
 
 def test_networks_follow_the_config() -> None:
@@ -71,11 +81,12 @@ def test_direction_swaps_input_and_target() -> None:
         assert float(pred.input.mean()) == source and float(pred.target.mean()) == 1 - source
 
 
-@pytest.mark.parametrize("mode", ["vanilla", "lsgan", "hinge", "wgan-gp"])
-def test_one_step_updates_both_networks(mode: str) -> None:
+@pytest.mark.parametrize(("mode", "policy"), [("vanilla", ""), ("lsgan", ""), ("hinge", ""), ("wgan-gp", ""),
+                                              ("vanilla", "color,translation,cutout")])
+def test_one_step_updates_both_networks(mode: str, policy: str) -> None:
     from img2img.training.method import StepContext
 
-    m = Pix2Pix(config(gan_loss=mode))
+    m = Pix2Pix(config(gan_loss=mode, diff_augment=policy))
     m.setup(total_steps=10)
     before = {k: [p.clone() for p in net.parameters()] for k, net in m.nets.items()}
     ctx = StepContext(step=0, total_steps=10, device=torch.device("cpu"), autocast_dtype=None, scaler=None,

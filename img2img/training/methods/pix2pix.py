@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from img2img import losses
+from img2img.data import diff_augment
 from img2img.networks import registry
 from img2img.networks.init import init_weights
 from img2img.training.config import ConfigError, TrainConfig, check_choice
@@ -25,7 +26,8 @@ from img2img.training.schedules import schedule_from_config
 
 GENERATORS = ("unet", "resnet_9blocks", "resnet_6blocks")
 DISCRIMINATORS = ("patchgan", "pixel")
-MAX_AUTO_NUM_DOWNS = 8  # unet_256; deeper only adds ngf*8 blocks at a 1x1 bottleneck
+MAX_AUTO_NUM_DOWNS = 8
+DIFF_AUGMENT_OPS = ("color", "translation", "cutout")  # unet_256; deeper only adds ngf*8 blocks at a 1x1 bottleneck
 
 
 @dataclass
@@ -39,6 +41,8 @@ class Pix2PixConfig(TrainConfig):
     discriminator: ``patchgan`` (``n_layers_d`` = 3 is the 70x70 PatchGAN) or ``pixel`` (1x1).
     norm: ``batch`` (paper), ``instance`` or ``none``; dropout: Dropout(0.5) in the U-Net decoder.
     gan_loss: vanilla | lsgan | hinge | wgan-gp (with ``gp_weight``); l1_weight: lambda of the L1 term.
+    diff_augment: DiffAugment policy for the discriminator's inputs (e.g. ``color,translation,cutout``
+        for a few hundred images; Zhao et al. 2020); empty = off.
     lr, beta1, beta2: Adam for both networks. init, init_gain: weight initialisation.
     """
 
@@ -56,6 +60,7 @@ class Pix2PixConfig(TrainConfig):
     gan_loss: str = "vanilla"
     l1_weight: float = 100.0
     gp_weight: float = 10.0
+    diff_augment: str = ""
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -75,6 +80,9 @@ class Pix2PixConfig(TrainConfig):
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, not {self.lr}")
+        unknown = [p for p in self.diff_augment.split(",") if p.strip() and p.strip() not in DIFF_AUGMENT_OPS]
+        if unknown:
+            raise ConfigError(f"diff_augment: unknown op(s) {', '.join(unknown)}; known: {', '.join(DIFF_AUGMENT_OPS)}")
         if self.generator == "unet":
             depth = self.unet_depth()
             if self.image_size % 2**depth:
@@ -141,6 +149,13 @@ class Pix2Pix(Method):
             return batch["a"], batch["b"]
         return batch["b"], batch["a"]
 
+    def _d_input(self, source: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """The conditional discriminator's input: (source, image) stacked on channels, DiffAugmented
+        with one parameter draw for both when configured (a new draw per call, as the paper)."""
+        if self.config.diff_augment:
+            source, image = diff_augment((source, image), self.config.diff_augment)
+        return torch.cat([source, image], 1)
+
     def train_step(self, ctx: StepContext, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         c = self.config
         g, d = self.nets["g"], self.nets["d"]
@@ -153,14 +168,14 @@ class Pix2Pix(Method):
         # Discriminator: real pairs -> real, generated pairs -> fake.
         set_requires_grad([d], True)
         with ctx.autocast():
-            pred_fake = d(torch.cat([real_a, fake_b.detach()], 1))
-            pred_real = d(torch.cat([real_a, real_b], 1))
+            pred_fake = d(self._d_input(real_a, fake_b.detach()))
+            pred_real = d(self._d_input(real_a, real_b))
             d_fake = losses.gan_loss(pred_fake, real=False, mode=c.gan_loss)
             d_real = losses.gan_loss(pred_real, real=True, mode=c.gan_loss)
             loss_d = 0.5 * (d_fake + d_real)
             if c.gan_loss == "wgan-gp":
                 loss_d = loss_d + losses.gradient_penalty(
-                    lambda x: d(torch.cat([real_a, x], 1)), real_b, fake_b, weight=c.gp_weight
+                    lambda x: d(self._d_input(real_a, x)), real_b, fake_b, weight=c.gp_weight
                 )
         ctx.backward(loss_d)
         ctx.step_optimizer("d")
@@ -168,7 +183,7 @@ class Pix2Pix(Method):
         # Generator: fool the (frozen) discriminator and stay close to the target in L1.
         set_requires_grad([d], False)
         with ctx.autocast():
-            g_gan = losses.generator_loss(d(torch.cat([real_a, fake_b], 1)), mode=c.gan_loss)
+            g_gan = losses.generator_loss(d(self._d_input(real_a, fake_b)), mode=c.gan_loss)
             g_l1 = losses.pixel_loss(fake_b, real_b, kind="l1")
             loss_g = g_gan + c.l1_weight * g_l1
         ctx.backward(loss_g)
