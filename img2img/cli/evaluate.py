@@ -182,9 +182,12 @@ def report_json(report: EvalReport) -> str:
 @click.argument("target_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--model", "model", help="Translate/upscale --data's inputs with this model first (NAME|FILE|RUN_DIR).")
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="With --model: a folder with inputs and targets (see --inputs/--targets).")
-@click.option("--inputs", default="A", show_default=True, help="With --model: input subfolder of --data.")
-@click.option("--targets", default="B", show_default=True, help="With --model: target subfolder of --data.")
+              help="With --model: dataset root with {split}A and {split}B folders (or see --inputs/--targets).")
+@click.option("--split", default="test", show_default=True, help="With --model: inputs {split}A, targets {split}B.")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True,
+              help="With --model: BtoA translates {split}B and compares with {split}A (and picks g_ba of a cycle run).")
+@click.option("--inputs", default=None, help="With --model: input folder, relative to --data (overrides --split).")
+@click.option("--targets", default=None, help="With --model: target folder, relative to --data.")
 @click.option("--scale", type=int, default=None,
               help="Super-resolution convention: Y channel, border of SCALE px cropped (BasicSR).")
 @click.option("--y-channel", is_flag=True, help="Measure on the Y channel of YCbCr (BT.601).")
@@ -197,8 +200,10 @@ def eval_command(
     target_dir: Path | None,
     model: str | None,
     data_dir: Path | None,
-    inputs: str,
-    targets: str,
+    split: str,
+    direction: str,
+    inputs: str | None,
+    targets: str | None,
     scale: int | None,
     y_channel: bool,
     crop: int | None,
@@ -210,7 +215,8 @@ def eval_command(
 
     \b
       img2img eval PRED_DIR TARGET_DIR [--scale 4] [--json]
-      img2img eval --model runs/facades --data datasets/facades/test [--inputs A --targets B]
+      img2img eval --model runs/facades --data datasets/facades [--split test] [--direction BtoA]
+      img2img eval --model img2img-sr-x4 --data set5 --inputs LRx4 --targets HR --scale 4
     """
     ctx = get_context()
     device = "cpu" if ctx.device == "auto" else ctx.device
@@ -225,9 +231,9 @@ def eval_command(
             if pred_dir is not None or data_dir is None:
                 fail("--model needs --data DIR and no PRED_DIR/TARGET_DIR arguments")
             assert data_dir is not None
-            pred_dir, target_dir = _predict(model, data_dir / inputs, Path(tmp), ctx.device), data_dir / targets
-            if not target_dir.is_dir():
-                fail(f"{target_dir}: no such target folder (see --targets)")
+            src, target_dir = _model_folders(data_dir, split, direction, inputs, targets)
+            pred_dir = Path(tmp)
+            failed = _predict(model, src, pred_dir, ctx.device, direction)
         elif pred_dir is None or target_dir is None:
             fail("give PRED_DIR and TARGET_DIR, or --model M --data DIR")
         assert pred_dir is not None and target_dir is not None
@@ -236,6 +242,12 @@ def eval_command(
                                      device=device)
         except click.UsageError as e:
             fail(e.message, EXIT_USAGE)
+        if model is not None:
+            report.convention["model"] = model
+            # An input the model could not process: its own reason instead of "no prediction".
+            for path, reason in failed:
+                report.failures = [f for f in report.failures if f"no prediction named {path.stem}." not in f]
+                report.failures.append(f"{path}: {reason}")
     if as_json:
         click.echo(report_json(report))
     else:
@@ -247,13 +259,30 @@ def eval_command(
     sys.exit(EXIT_SOME_FAILED if report.failures else EXIT_OK)
 
 
-def _predict(model: str, inputs: Path, out: Path, device: str) -> Path:
-    """Run ``model`` over ``inputs`` into ``out`` with the inference pipeline; returns ``out``."""
-    if not inputs.is_dir():
-        fail(f"{inputs}: no such input folder (see --inputs)")
-    from img2img import inference
+def _model_folders(
+    data_dir: Path, split: str, direction: str, inputs: str | None, targets: str | None
+) -> tuple[Path, Path]:
+    """(input folder, target folder) for ``--model`` evaluation."""
+    a, b = data_dir / f"{split}A", data_dir / f"{split}B"
+    src, dst = (a, b) if direction == "AtoB" else (b, a)
+    src = data_dir / inputs if inputs else src
+    dst = data_dir / targets if targets else dst
+    for folder, option in ((src, "--inputs"), (dst, "--targets")):
+        if not folder.is_dir():
+            hint = " (side-by-side AB images: split them first with `img2img data split`)" if (
+                data_dir / split).is_dir() else ""
+            fail(f"{folder}: no such folder; pass {option} or --split{hint}")
+    return src, dst
 
-    if not hasattr(inference, "run_folder"):
-        fail("img2img eval --model: the inference pipeline is not available in this version")
-    inference.run_folder(model=model, src=inputs, dst=out, device=device)
-    return out
+
+def _predict(model: str, inputs: Path, out: Path, device: str, direction: str) -> list[tuple[Path, str]]:
+    """Run ``model`` over ``inputs`` into ``out`` with the inference pipeline; returns failed inputs."""
+    from img2img.checkpoints import CheckpointError
+    from img2img.inference import InferenceError, PipelineUsageError, run_folder
+
+    try:
+        report = run_folder(model=model, src=inputs, dst=out, device=device,
+                            direction=direction if direction == "BtoA" else None)
+    except (CheckpointError, PipelineUsageError, InferenceError) as e:
+        fail(str(e), EXIT_USAGE)
+    return [(Path(p), reason) for p, reason in report.failed]
