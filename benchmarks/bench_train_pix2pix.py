@@ -1,8 +1,9 @@
 """Seconds per pix2pix training step on this machine: our loop vs the same step written the plain way.
 
 Both train the same networks (U-Net 256 + 70x70 PatchGAN, ngf = ndf = 64, batch norm, dropout),
-at 256x256, batch 1, with the same losses (vanilla GAN + 100 x L1) and the same in-memory data
-loader. "Ours" is ``img2img.training.loop.fit`` with the ``Pix2Pix`` method and its defaults for
+at 256x256, batch 1, with the same losses (vanilla GAN + 100 x L1) and the same data loader
+(the real one: 8 PNG pairs decoded, resized to 286 and randomly cropped to 256 in the main process;
+no flips in either). "Ours" is ``img2img.training.loop.fit`` with the ``Pix2Pix`` method and its defaults for
 the device (on a CPU: fp32, NCHW, fused Adam); "plain" is a hand-written eager step: NCHW, fp32,
 ``loss.backward()``, ``torch.optim.Adam(foreach=False)`` (no fused or multi-tensor kernels).
 
@@ -28,10 +29,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from img2img import losses
+from img2img import data, losses
 from img2img.networks import registry
 from img2img.networks.init import init_weights
 from img2img.training import loop
@@ -40,17 +42,22 @@ from img2img.training.method import StepContext
 from img2img.training.methods.pix2pix import Pix2Pix, Pix2PixConfig
 
 
-class RandomPairs(Dataset):
-    def __init__(self, size: int, n: int = 8) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.a = torch.rand(n, 3, size, size, generator=g)
-        self.b = torch.rand(n, 3, size, size, generator=g)
+def write_pairs(root: Path, size: int, n: int = 8) -> None:
+    """``root/trainA``, ``root/trainB``: n pairs of noisy size x size PNGs (facades-like sizes)."""
+    from PIL import Image
 
-    def __len__(self) -> int:
-        return len(self.a)
+    g = np.random.default_rng(0)
+    for side in ("A", "B"):
+        (root / f"train{side}").mkdir(parents=True)
+        for i in range(n):
+            img = (g.random((size, size, 3)) * 255).astype(np.uint8)
+            Image.fromarray(img).save(root / f"train{side}" / f"{i:03d}.png")
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"a": self.a[i], "b": self.b[i]}
+
+def make_data_loader(root: Path, size: int) -> DataLoader:
+    """The real data path of ``img2img train pix2pix``: PNG decode, resize to 286/256, random crop."""
+    dataset = data.build_dataset("paired", root, split="train", image_size=size, seed=0)
+    return data.make_loader(dataset, batch_size=1, num_workers=0, seed=0)
 
 
 def plain_steps(loader: DataLoader, size: int, steps: int) -> list[dict[str, float]]:
@@ -133,7 +140,7 @@ def ours_steps(loader: DataLoader, size: int, steps: int, workdir: Path) -> list
     try:
         config = build_config(Pix2PixConfig, ("bench", dict(
             image_size=size, steps=steps, ngf=64, ndf=64, log_every=10**9, sample_every=0, val_every=0,
-            checkpoint_every=0, tensorboard=False)))
+            checkpoint_every=0, tensorboard=False, augment=[])))
         method = Pix2Pix(config)
         loop.fit(method, train_loader=loader, run_dir=workdir, device=torch.device("cpu"), progress=False)
     finally:
@@ -171,9 +178,10 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    loader = DataLoader(RandomPairs(args.size), batch_size=1, shuffle=True)
     results: dict[str, list[dict[str, float]]] = {"ours": [], "plain": []}
     with tempfile.TemporaryDirectory() as tmp:
+        write_pairs(Path(tmp) / "pairs", args.size)
+        loader = make_data_loader(Path(tmp) / "pairs", args.size)
         for r in range(args.rounds):
             results["ours"] += ours_steps(loader, args.size, args.steps, Path(tmp) / f"round{r}")[1:]
             results["plain"] += plain_steps(loader, args.size, args.steps)[1:]
