@@ -1,19 +1,237 @@
-"""`img2img translate` and `img2img upscale`."""
+"""`img2img translate` and `img2img upscale`: run a model over a file, a folder or a glob.
+
+A thin layer: parse, load the model (``img2img.checkpoints.load_model``), build an
+``img2img.inference.Engine``, run the folder pipeline, map the outcome to exit codes
+(0 all written or already there, 1 some inputs failed, each named on stderr, 2 usage errors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import click
 
-from img2img.cli.common import not_yet_available
+from img2img.cli.common import EXIT_OK, EXIT_SOME_FAILED, fail, get_context
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def translate(args: tuple[str, ...]) -> None:
-    """Translate images with a pix2pix/CycleGAN/DiscoGAN generator."""
-    not_yet_available("translate")
+class TileType(click.ParamType):
+    """``auto``, ``0`` (whole image) or a tile side in pixels."""
+
+    name = "PX|auto|0"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            tile = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not a number of pixels, 'auto' or 0", param, ctx)
+        if tile < 0:
+            self.fail(f"{tile} is negative; use a number of pixels, 'auto' or 0", param, ctx)
+        return tile
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def upscale(args: tuple[str, ...]) -> None:
-    """Upscale images with a super-resolution model."""
-    not_yet_available("upscale")
+def _common_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by translate and upscale (applied bottom-up, listed top-down in --help)."""
+    options = [
+        click.argument("src", type=str),
+        click.argument("dst", type=click.Path(path_type=Path)),
+        click.option(
+            "--tile",
+            type=TileType(),
+            default="auto",
+            show_default=True,
+            help="Input tile side in pixels; 'auto' picks from free GPU memory (or a CPU default); 0 runs whole images.",
+        ),
+        click.option(
+            "--overlap",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Pixels shared by neighbouring tiles, blended smoothly [default: 16 x the model's size multiple].",
+        ),
+        click.option(
+            "--batch",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Tiles per forward pass [default: 1 on CPU, 4 on GPU].",
+        ),
+        click.option("--half", is_flag=True, help="fp16 autocast on CUDA/MPS (ignored with a note on CPU)."),
+        click.option(
+            "--compile", "compile_", is_flag=True, help="torch.compile the model (pays off on long runs)."
+        ),
+        click.option(
+            "--recursive",
+            "-r",
+            is_flag=True,
+            help="Include sub-folders of SRC (keeping their structure), or '**' in a glob.",
+        ),
+        click.option("--suffix", default="", help="Appended to each output file's stem, e.g. '_x4'."),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(["same", "png", "jpg", "webp"]),
+            default="same",
+            show_default=True,
+            help="Output format.",
+        ),
+        click.option(
+            "--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality."
+        ),
+        click.option(
+            "--skip-existing/--overwrite",
+            default=True,
+            show_default=True,
+            help="Keep outputs that already exist (an interrupted run resumes), or redo them.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@click.command()
+@_common_options
+@click.option(
+    "--model", "-m", required=True, help="Bundled name, model file (.safetensors/.pth) or run directory."
+)
+@click.option(
+    "--direction",
+    type=click.Choice(["AtoB", "BtoA"]),
+    default=None,
+    help="Which generator of a two-generator model (CycleGAN/DiscoGAN) [default: AtoB].",
+)
+@click.option("--arch", default=None, help="Architecture of a foreign file whose layout is ambiguous.")
+@click.option(
+    "--scale",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Scale of a foreign file whose layout is ambiguous.",
+)
+def translate(model: str, direction: str | None, arch: str | None, scale: int | None, **options: Any) -> None:
+    """Translate images SRC -> DST with a pix2pix / CycleGAN / DiscoGAN generator.
+
+    SRC is an image file, a directory or a quoted glob; DST a directory, or a file when SRC is one file.
+    """
+    _run(model=model, arch=arch, scale=scale, direction=direction, **options)
+
+
+@click.command()
+@_common_options
+@click.option(
+    "--model",
+    "-m",
+    default=None,
+    help="Bundled name, model file (.safetensors/.pth) or run directory [default: the bundled upscaler for --scale].",
+)
+@click.option(
+    "--scale",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Upscaling factor: picks the bundled default model [4], or settles an ambiguous foreign file.",
+)
+@click.option("--arch", default=None, help="Architecture of a foreign file whose layout is ambiguous.")
+def upscale(model: str | None, scale: int | None, arch: str | None, **options: Any) -> None:
+    """Upscale images SRC -> DST with a super-resolution model (any size, tiled, seamless).
+
+    SRC is an image file, a directory or a quoted glob; DST a directory, or a file when SRC is one file.
+    """
+    if model is None:
+        from img2img.checkpoints import default_upscaler_name
+
+        try:
+            model = default_upscaler_name(4 if scale is None else scale)
+        except ValueError as err:
+            fail(str(err))
+    _run(model=model, arch=arch, scale=scale, direction=None, **options)
+
+
+def _run(
+    *,
+    model: str,
+    arch: str | None,
+    scale: int | None,
+    direction: str | None,
+    src: str,
+    dst: Path,
+    tile: int | str,
+    overlap: int | None,
+    batch: int | None,
+    half: bool,
+    compile_: bool,
+    recursive: bool,
+    suffix: str,
+    fmt: str,
+    quality: int,
+    skip_existing: bool,
+) -> None:
+    from img2img.checkpoints import CheckpointError, load_model
+    from img2img.inference import (
+        Engine,
+        InferenceError,
+        PipelineUsageError,
+        plan_jobs,
+        run_jobs,
+        select_device,
+    )
+
+    settings = get_context()
+    verbosity = settings.verbosity
+    with _inference_logging(verbosity):
+        try:
+            jobs = plan_jobs(src, dst, recursive=recursive, suffix=suffix, fmt=fmt)
+            device = select_device(settings.device)
+            descriptor = load_model(model, arch=arch, scale=scale, direction=direction, device=device)
+            engine = Engine(
+                descriptor,
+                tile=tile,
+                overlap=overlap,
+                batch=batch,
+                half=half,
+                compile=compile_,
+                device=device,
+            )
+        except (PipelineUsageError, CheckpointError, InferenceError, ValueError) as err:
+            fail(str(err))
+        if verbosity >= 2:
+            click.echo(
+                f"model {descriptor.arch} x{descriptor.scale} on {device}; tile {tile}, overlap {engine.overlap}, "
+                f"batch {engine.batch}; {len(jobs)} input(s)",
+                err=True,
+            )
+        report = run_jobs(
+            engine,
+            jobs,
+            overwrite=not skip_existing,
+            quality=quality,
+            progress=verbosity >= 1 and sys.stderr.isatty(),
+            on_error=lambda path, reason: click.echo(f"error: {path}: {reason}", err=True),
+        )
+    if verbosity >= 1:
+        parts = [f"wrote {len(report.written)}"]
+        if report.skipped:
+            parts.append(f"skipped {len(report.skipped)} existing (--overwrite to redo)")
+        if report.failed:
+            parts.append(f"failed {len(report.failed)}")
+        click.echo(f"{', '.join(parts)} in {report.seconds:.1f} s", err=True)
+    sys.exit(EXIT_OK if report.ok else EXIT_SOME_FAILED)
+
+
+@contextlib.contextmanager
+def _inference_logging(verbosity: int) -> Iterator[None]:
+    """Engine notes (``--half`` on a CPU, out-of-memory retries) on stderr, by verbosity."""
+    logger = logging.getLogger("img2img.inference")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("note: %(message)s"))
+    saved = logger.level
+    logger.setLevel({0: logging.ERROR, 1: logging.WARNING}.get(verbosity, logging.INFO))
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved)

@@ -314,6 +314,9 @@ class Engine:
         hp, wp = self.padded_size(height, width)
         tile = round_up(max(tile, self.model.min_size), m) if tile > 0 else 0
         overlap = round_up(self.overlap, m)
+        if tile > 0:
+            # More than half a tile of overlap would recompute most pixels several times.
+            overlap = min(overlap, tile // 2 // m * m)
         rows = plan_axis(hp, tile=tile, overlap=overlap, multiple=m, fixed=self.compiled)
         cols = plan_axis(wp, tile=tile, overlap=overlap, multiple=m, fixed=self.compiled)
         return rows, cols
@@ -376,8 +379,9 @@ class Engine:
                 current = max(rows.tile, cols.tile)
                 smaller = round_up(current // 2, self.model.size_multiple)
                 if smaller < max(MIN_TILE, self.model.min_size) or smaller >= current:
+                    hint = "; try a smaller --batch" if self.batch > 1 else ""
                     raise InferenceError(
-                        f"out of memory even with {rows.tile}x{cols.tile}-px tiles; try --device cpu or a smaller --batch"
+                        f"out of memory even with {rows.tile}x{cols.tile}-px tiles{hint}"
                     ) from error
                 log.warning(
                     "out of memory with %dx%d-px tiles: retrying this image with %d px",
