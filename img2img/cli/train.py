@@ -164,3 +164,51 @@ def srgan(**options: Any) -> None:
       img2img train srgan --data photos --out runs/srgan --scale 4 --steps 40000 --pretrain-steps 20000
     """
     run_method("srgan", options)
+
+
+def cycle_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of the cycle methods (cyclegan and its discogan preset: same keys, other defaults)."""
+    decorators = [
+        click.option("--generator", type=click.Choice(["resnet_9blocks", "resnet_6blocks", "resnet", "unet_128",
+                                                       "unet_256", "discogan_g"]), help="Generator architecture."),
+        click.option("--ngf", type=int, help="Generator width (64 in the papers; e.g. 16 for a CPU)."),
+        click.option("--ndf", type=int, help="Discriminator width (64 in the papers)."),
+        click.option("--lr", type=float, help="Adam learning rate for generators and discriminators (2e-4)."),
+        click.option("--gan-loss", type=click.Choice(["lsgan", "vanilla", "hinge", "wgan-gp"]), help="GAN objective."),
+        click.option("--lambda-cycle", type=float, help="Weight of each cycle-consistency term."),
+        click.option("--lambda-identity", type=float, help="Identity term weight relative to --lambda-cycle (0: off)."),
+        click.option("--pool-size", type=int, help="Fakes kept in each discriminator's history pool (0: off)."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+@train.command("cyclegan")
+@common_options
+@cycle_options
+def cyclegan(**options: Any) -> None:
+    """CycleGAN: two ResNet generators + two PatchGANs on unpaired folders (trainA/, trainB/).
+
+    \b
+    Defaults as Zhu et al. 2017: resnet_9blocks, instance norm, LSGAN, --lambda-cycle 10,
+    --lambda-identity 0.5, --pool-size 50, learning rate constant then linear decay to 0.
+    Exports RUN_DIR/g_ab.safetensors and g_ba.safetensors:
+      img2img train cyclegan --data datasets/horse2zebra --out runs/h2z --epochs 200
+      img2img translate horses/ zebras/ --model runs/h2z --direction AtoB
+    """
+    run_method("cyclegan", options)
+
+
+@train.command("discogan")
+@common_options
+@cycle_options
+def discogan(**options: Any) -> None:
+    """DiscoGAN: the cycle method with Kim et al. 2017's networks and losses (a preset of cyclegan).
+
+    \b
+    Defaults: discogan_g / discogan_d (batch norm), 64-px images, batch 64, BCE GAN loss,
+    squared-error reconstruction of weight 1 on both sides, no identity loss, no pool.
+      img2img train discogan --data datasets/edges2shoes_unpaired --out runs/e2s --steps 20000
+    """
+    run_method("discogan", options)

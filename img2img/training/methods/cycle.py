@@ -41,11 +41,11 @@ from img2img.training.method import Export, Method, Prediction, StepContext, ada
 from img2img.training.schedules import schedule_from_config
 from img2img.training.state import CheckpointError
 
-GENERATORS = ("resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256", "discogan_g")
+GENERATORS = ("resnet_9blocks", "resnet_6blocks", "resnet", "unet_128", "unet_256", "discogan_g")
 DISCRIMINATORS = ("patchgan", "pixel", "discogan_d")
 # Which builders take a `norm` / `dropout` keyword (the DiscoGAN nets have batch norm built in).
-_TAKES_NORM = ("resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256", "patchgan", "pixel")
-_TAKES_DROPOUT = ("resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256")
+_TAKES_NORM = ("resnet_9blocks", "resnet_6blocks", "resnet", "unet_128", "unet_256", "patchgan", "pixel")
+_TAKES_DROPOUT = ("resnet_9blocks", "resnet_6blocks", "resnet", "unet_128", "unet_256")
 
 
 @dataclass
@@ -53,8 +53,8 @@ class CycleConfig(TrainConfig):
     """CycleGAN options on top of TrainConfig (defaults: the paper and the reference code).
 
     in_channels, out_channels: channels of domain a and domain b images.
-    generator: resnet_9blocks (256-px crops), resnet_6blocks (128 px), unet_128, unet_256 or
-        discogan_g; ngf its width. norm (instance | batch | none) and dropout apply to the ResNet
+    generator: resnet_9blocks (256-px crops), resnet_6blocks (128 px), resnet (``n_blocks``
+        residual blocks), unet_128, unet_256 or discogan_g; ngf its width. norm (instance | batch | none) and dropout apply to the ResNet
         and U-Net generators and the PatchGAN/pixel discriminators.
     discriminator: patchgan (``n_layers_d`` 3 = 70x70 patches), pixel (1x1) or discogan_d; ndf its width.
     gan_loss: lsgan | vanilla | hinge | wgan-gp (with ``gp_weight``).
@@ -70,6 +70,7 @@ class CycleConfig(TrainConfig):
     in_channels: int = 3
     out_channels: int = 3
     generator: str = "resnet_9blocks"
+    n_blocks: int = 9
     ngf: int = 64
     norm: str = "instance"
     dropout: bool = False
@@ -96,7 +97,7 @@ class CycleConfig(TrainConfig):
         check_choice("gan_loss", self.gan_loss, losses.GAN_MODES)
         check_choice("cycle_loss", self.cycle_loss, ("l1", "l2"))
         check_choice("init", self.init, ("normal", "xavier", "kaiming", "orthogonal"))
-        for name in ("ngf", "ndf", "n_layers_d", "in_channels", "out_channels"):
+        for name in ("ngf", "ndf", "n_layers_d", "in_channels", "out_channels", "n_blocks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
         for name in ("lambda_cycle", "lambda_identity", "pool_size"):
@@ -109,7 +110,7 @@ class CycleConfig(TrainConfig):
                 f"lambda_identity > 0 needs as many channels in domain a as in b "
                 f"({self.in_channels} != {self.out_channels}); set lambda_identity 0"
             )
-        multiple = {"resnet_9blocks": 4, "resnet_6blocks": 4, "unet_128": 128, "unet_256": 256, "discogan_g": 16}
+        multiple = {"resnet_9blocks": 4, "resnet_6blocks": 4, "resnet": 4, "unet_128": 128, "unet_256": 256, "discogan_g": 16}
         if self.image_size % multiple[self.generator]:
             raise ConfigError(
                 f"image_size {self.image_size} must be a multiple of {multiple[self.generator]} for {self.generator}"
@@ -177,6 +178,8 @@ class Cycle(Method):
             kwargs["norm"] = c.norm
         if c.generator in _TAKES_DROPOUT:
             kwargs["dropout"] = c.dropout
+        if c.generator == "resnet":
+            kwargs["n_blocks"] = c.n_blocks
         return registry.resolve_kwargs(c.generator, **kwargs)
 
     def _discriminator_kwargs(self, cin: int) -> dict[str, Any]:
