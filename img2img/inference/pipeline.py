@@ -97,10 +97,12 @@ def plan_jobs(
     else:
         if dst_path.is_file():
             raise PipelineUsageError(f"{dst_path}: is a file; with several inputs DST must be a directory")
+        # Outputs of an earlier run in a sub-folder of SRC are not inputs (DST == SRC is checked below).
+        nested = dst_path.resolve() != src_path.resolve()
         jobs = [
             Job(path, dst_path / rel.parent / _output_name(path, suffix, fmt))
             for path, rel in _inputs(src_text, src_path, recursive=recursive)
-            if not _is_inside(path, dst_path)  # outputs of an earlier run inside SRC are not inputs
+            if not (nested and _is_inside(path, dst_path))
         ]
         if not jobs:
             raise PipelineUsageError(f"{src_text}: no image files found (supported: {_suffixes()})")

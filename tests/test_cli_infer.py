@@ -1,0 +1,177 @@
+"""`img2img upscale` and `img2img translate` end to end through click, with tiny saved models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from img2img import image_io
+from img2img.checkpoints import load_model, save_model
+from img2img.cli import cli
+from img2img.cli.common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
+from img2img.inference import Engine
+from img2img.networks import build
+from tests.conftest import smooth_rgb
+
+RRDB_X2 = {"scale": 2, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}
+RESNET = {"ngf": 4, "n_blocks": 1}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
+    monkeypatch.setenv("IMG2IMG_WEIGHTS_DIR", str(tmp_path / "weights"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets: threads only add start-up cost on a shared machine
+    yield
+    torch.set_num_threads(before)
+
+
+def sr_model(path: Path) -> Path:
+    net = build("rrdbnet", **RRDB_X2)
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.reset_parameters()  # outputs that depend on the input
+    return save_model(net, path, arch="rrdbnet", kwargs=RRDB_X2, value_range=(0.0, 1.0))
+
+
+def cycle_run_dir(run_dir: Path) -> Path:
+    for name in ("g_ab", "g_ba"):
+        save_model(
+            build("resnet", **RESNET),
+            run_dir / f"{name}.safetensors",
+            arch="resnet",
+            kwargs=RESNET,
+            value_range=(-1.0, 1.0),
+        )
+    return run_dir
+
+
+def photos(folder: Path) -> Path:
+    image_io.write_image(folder / "a.png", image_io.Image(pixels=smooth_rgb(20, 24, seed=1)))
+    image_io.write_image(folder / "b.jpg", image_io.Image(pixels=smooth_rgb(16, 12, seed=2)))
+    return folder
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_upscale_a_folder_then_resume(tmp_path: Path) -> None:
+    model = sr_model(tmp_path / "sr.safetensors")
+    src, out = photos(tmp_path / "in"), tmp_path / "out"
+    result = invoke("upscale", str(src), str(out), "--model", str(model), "--tile", "16", "--suffix", "_x2")
+    assert result.exit_code == EXIT_OK, result.output
+    assert image_io.read_image(out / "a_x2.png").pixels.shape == (40, 48, 3)
+    assert image_io.read_image(out / "b_x2.jpg").pixels.shape == (32, 24, 3)
+    assert "wrote 2" in result.stderr
+    # The CLI's output is the engine's output (PNG is lossless).
+    expected = Engine(load_model(model), tile=16)(image_io.read_image(src / "a.png").pixels)
+    np.testing.assert_array_equal(image_io.read_image(out / "a_x2.png").pixels, expected)
+    again = invoke("upscale", str(src), str(out), "--model", str(model), "--suffix", "_x2")
+    assert again.exit_code == EXIT_OK and "skipped 2" in again.stderr
+
+
+def test_a_bad_file_gives_exit_1_and_names_it(tmp_path: Path) -> None:
+    model = sr_model(tmp_path / "sr.safetensors")
+    src = photos(tmp_path / "in")
+    (src / "broken.png").write_bytes(b"not a png at all")
+    result = invoke("upscale", str(src), str(tmp_path / "out"), "--model", str(model), "--format", "png")
+    assert result.exit_code == EXIT_SOME_FAILED
+    assert f"{src / 'broken.png'}:" in result.stderr and "not a recognised image" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+
+
+def test_upscale_without_model_uses_the_bundled_default(tmp_path: Path) -> None:
+    missing = invoke("upscale", str(photos(tmp_path / "in")), str(tmp_path / "out"))
+    assert missing.exit_code == EXIT_USAGE and "img2img-sr-x4" in missing.stderr
+    sr_model(tmp_path / "weights" / "img2img-sr-x2.safetensors")
+    result = invoke("upscale", str(tmp_path / "in"), str(tmp_path / "out"), "--scale", "2")
+    assert result.exit_code == EXIT_OK, result.output
+    assert image_io.read_image(tmp_path / "out" / "a.png").pixels.shape == (40, 48, 3)
+    assert (
+        invoke("upscale", str(tmp_path / "in"), str(tmp_path / "o3"), "--scale", "3").exit_code == EXIT_USAGE
+    )
+
+
+def test_translate_one_file_to_a_file_both_directions(tmp_path: Path) -> None:
+    run_dir = cycle_run_dir(tmp_path / "run")
+    photos(tmp_path / "in")
+    for direction in ("AtoB", "BtoA"):
+        out = tmp_path / f"{direction}.png"
+        result = invoke(
+            "translate",
+            str(tmp_path / "in" / "a.png"),
+            str(out),
+            "--model",
+            str(run_dir),
+            "--direction",
+            direction,
+        )
+        assert result.exit_code == EXIT_OK, result.output
+        assert image_io.read_image(out).pixels.shape == (20, 24, 3)
+    assert not np.array_equal(
+        image_io.read_image(tmp_path / "AtoB.png").pixels, image_io.read_image(tmp_path / "BtoA.png").pixels
+    )
+
+
+def test_gray_16_bit_stays_gray_16_bit(tmp_path: Path) -> None:
+    model = sr_model(tmp_path / "sr.safetensors")
+    gray = smooth_rgb(14, 10, dtype=np.uint16)[:, :, :1]
+    image_io.write_image(tmp_path / "g.png", image_io.Image(pixels=gray))
+    result = invoke(
+        "-q", "upscale", str(tmp_path / "g.png"), str(tmp_path / "out.png"), "--model", str(model), "--half"
+    )
+    assert result.exit_code == EXIT_OK, result.output
+    assert result.stderr == ""  # quiet: not even the --half note on a CPU
+    back = image_io.read_image(tmp_path / "out.png")
+    assert back.pixels.dtype == np.uint16 and back.pixels.shape == (28, 20, 1)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--tile", "big"], "not a number of pixels"),
+        (["--tile", "-3"], "negative"),
+        (["--direction", "BtoA"], "no B->A generator"),
+        (["--format", "gif"], "gif"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    model = sr_model(tmp_path / "sr.safetensors")
+    src = photos(tmp_path / "in")
+    result = invoke("translate", str(src), str(tmp_path / "out"), "--model", str(model), *args)
+    assert result.exit_code == EXIT_USAGE and message in result.output + result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_onto_input_is_refused(tmp_path: Path) -> None:
+    model = sr_model(tmp_path / "sr.safetensors")
+    src = photos(tmp_path / "in")
+    before = (src / "a.png").read_bytes()
+    result = invoke("upscale", str(src / "a.png"), str(src / "a.png"), "--model", str(model))
+    assert result.exit_code == EXIT_USAGE and "overwrite the input" in result.stderr
+    assert (src / "a.png").read_bytes() == before
+    assert (
+        invoke("upscale", str(src), str(tmp_path / "out"), "--model", str(tmp_path / "nope.pth")).exit_code
+        == EXIT_USAGE
+    )
+
+
+def test_half_on_cpu_notes_and_runs_float32(tmp_path: Path) -> None:
+    model = sr_model(tmp_path / "sr.safetensors")
+    result = invoke(
+        "--device",
+        "cpu",
+        "upscale",
+        str(photos(tmp_path / "in") / "a.png"),
+        str(tmp_path / "o"),
+        "--model",
+        str(model),
+        "--half",
+    )
+    assert result.exit_code == EXIT_OK and "float32" in result.stderr
