@@ -54,6 +54,8 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def run_method(method: str, options: dict[str, Any]) -> None:
     """Turn parsed options into config overrides, train, and map errors to exit codes."""
+    from img2img.data import DataError
+    from img2img.image_io import ImageIOError
     from img2img.training.config import ConfigError
     from img2img.training.loop import NonFiniteLossError
     from img2img.training.run import train as train_run
@@ -79,34 +81,12 @@ def run_method(method: str, options: dict[str, Any]) -> None:
         fail(str(e), EXIT_USAGE)
     except NonFiniteLossError as e:
         fail(str(e), EXIT_SOME_FAILED)
-    except _data_errors() as e:
+    except (DataError, ImageIOError) as e:
         fail(str(e), EXIT_USAGE)
     if ctx.verbosity > 0:
         losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
         click.echo(f"trained {result.step}/{result.total_steps} steps; {losses}")
         click.echo(f"model: {result.run_dir} (use: img2img translate SRC DST --model {result.run_dir})")
-
-
-def _data_errors() -> tuple[type[BaseException], ...]:
-    """Error types of the data and image layers that mean 'bad input', reported in one line."""
-    errors: list[type[BaseException]] = []
-    try:
-        from img2img.data import DataError  # type: ignore[attr-defined]
-
-        errors.append(DataError)
-    except ImportError:
-        pass
-    try:
-        from img2img.image_io import ImageIOError  # type: ignore[attr-defined]
-
-        errors.append(ImageIOError)
-    except ImportError:
-        pass
-    return tuple(errors) or (_Never,)
-
-
-class _Never(Exception):
-    """Placeholder so ``except`` has a type while the data layer defines none."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
