@@ -375,6 +375,8 @@ def _decode_with_opencv(
         raise ImageIOError(path, f"unsupported channel count {channels} (expected gray, RGB or RGBA)")
     if colour.shape[2] == 3 and _stored_as_gray(data, pil, fmt):
         colour = colour[:, :, :1]  # OpenCV expands gray+alpha to BGRA; the three copies are equal
+    if pil.mode == "CMYK":
+        alpha = None  # OpenCV turns CMYK TIFFs into BGRA with an opaque alpha of its own
     if fmt == "BMP" and alpha is not None and not alpha.any():
         alpha = None  # 32-bit BMPs often leave the fourth byte unused (zero), it is not transparency
     return np.ascontiguousarray(colour), None if alpha is None else np.ascontiguousarray(alpha)

@@ -321,6 +321,18 @@ def test_pillow_written_modes(tmp_path):
     np.testing.assert_array_equal(la_back.alpha, 255 - gray)
 
 
+@pytest.mark.parametrize("fmt", ["TIFF", "JPEG"])
+def test_cmyk_comes_out_rgb_without_alpha(tmp_path, fmt):
+    rgb = np.zeros((8, 12, 3), np.uint8)
+    rgb[:4, :4], rgb[:4, 4:8], rgb[:4, 8:], rgb[4:] = (255, 0, 0), (0, 255, 0), (0, 0, 255), (128, 128, 128)
+    cmyk = PIL.Image.fromarray(rgb).convert("CMYK")
+    path = tmp_path / f"cmyk.{fmt.lower()}"
+    path.write_bytes(pil_bytes(cmyk, fmt, quality=100))
+    back = read_image(path)
+    assert back.alpha is None and back.pixels.shape == (8, 12, 3)
+    assert np.abs(back.pixels.astype(int) - rgb.astype(int)).max() <= 3
+
+
 # --------------------------------------------------------------------------- orientation
 
 
@@ -479,6 +491,9 @@ def _encoded(suffix: str) -> bytes:
     return buf.tobytes()
 
 
+@pytest.mark.filterwarnings(
+    "ignore:(Corrupt EXIF data|Truncated File Read):UserWarning"
+)  # Pillow, on cut TIFFs
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif", ".bmp"])
 @pytest.mark.parametrize("keep", [0.5, 0.9, -2, 20])
 def test_truncated_files(tmp_path, suffix, keep):
