@@ -15,14 +15,16 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from img2img.cli.common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, fail, get_context
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 METRIC_ORDER = ("psnr", "ssim", "l1", "lpips")
+
+if TYPE_CHECKING:  # torch, OpenCV and the metrics load only when the command runs
+    import torch
 
 
 @dataclass
@@ -51,44 +53,27 @@ class EvalReport:
 
 def list_images(root: Path) -> dict[str, Path]:
     """Images under ``root`` (recursive) keyed by relative path without extension."""
+    from img2img import image_io
+
     found: dict[str, Path] = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+        if p.is_file() and image_io.is_image_path(p):
             found.setdefault(p.relative_to(root).with_suffix("").as_posix(), p)
     return found
 
 
-def read_rgb01(path: Path):  # -> torch.Tensor
-    """(1, C, H, W) float32 in [0, 1] (8- or 16-bit; alpha dropped; gray kept 1-channel)."""
-    import torch
+def read_rgb01(path: Path) -> torch.Tensor:
+    """(1, C, H, W) float32 in [0, 1] through image_io (8- or 16-bit; alpha dropped; gray stays 1-channel)."""
+    from img2img import image_io
 
-    array = _read_with_pillow(path)
-    if array.ndim == 2:
-        array = array[..., None]
-    array = array[..., :3] if array.shape[-1] in (3, 4) else array[..., :1]
-    top = 65535.0 if array.dtype.itemsize == 2 else 255.0
-    return torch.from_numpy(array.astype("float32") / top).permute(2, 0, 1)[None].contiguous()
-
-
-def _read_with_pillow(path: Path):
-    import numpy as np
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                return np.asarray(im, dtype=np.uint16)
-            return np.asarray(im.convert("RGBA" if "A" in im.getbands() else "RGB"))
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read image ({e})") from None
+    return image_io.pixels_to_tensor(image_io.read_image(path).pixels)[None]
 
 
 def compare_folders(
     pred_dir: Path, target_dir: Path, *, crop: int, y_channel: bool, use_lpips: bool, device: str
 ) -> EvalReport:
     """Match, read and measure every target image against its prediction."""
-    from img2img import metrics
+    from img2img import image_io, metrics
 
     report = EvalReport(convention={"y_channel": y_channel, "crop": crop})
     preds, targets = list_images(pred_dir), list_images(target_dir)
@@ -110,7 +95,7 @@ def compare_folders(
             continue
         try:
             pred, target = read_rgb01(pred_path), read_rgb01(target_path)
-        except Exception as e:  # one unreadable file is reported, the others are still measured
+        except image_io.ImageIOError as e:  # one unreadable file is reported, the others are still measured
             report.failures.append(str(e))
             continue
         if pred.shape != target.shape:
