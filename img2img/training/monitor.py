@@ -19,8 +19,8 @@ from img2img.training.method import Prediction
 LOG_NAME = "log.jsonl"
 
 
-def grid_image(pred: Prediction, *, max_rows: int = 4) -> np.ndarray:
-    """One (H, W, 3) uint8 image: a row per sample, columns input | output | target | extras.
+def grid_image(pred: Prediction, *, max_rows: int = 4) -> torch.Tensor:
+    """One (3, H, W) float image in [0, 1]: a row per sample, columns input | output | target | extras.
 
     Inputs smaller than the output (super-resolution) are enlarged with nearest-neighbour so pixels
     stay visible; 1-channel images are shown as gray.
@@ -39,18 +39,14 @@ def grid_image(pred: Prediction, *, max_rows: int = 4) -> np.ndarray:
         if col.shape[1] == 1:
             col = col.expand(-1, 3, -1, -1)
         tiles.append(col[:, :3].clamp(0, 1).cpu())
-    rows = torch.cat([torch.cat(list(t), dim=-1) for t in zip(*tiles, strict=True)], dim=-2)
-    return (rows.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
+    return torch.cat([torch.cat(list(t), dim=-1) for t in zip(*tiles, strict=True)], dim=-2)
 
 
-def save_png(image: np.ndarray, path: Path) -> None:
-    """Write an (H, W, 3) uint8 array as PNG, atomically (temp file + rename)."""
-    from PIL import Image  # a debug artefact: PNG only, no colour management needed
+def save_png(image: torch.Tensor, path: Path) -> None:
+    """Write a (3, H, W) float image in [0, 1] as an 8-bit PNG (image_io: atomic write)."""
+    from img2img import image_io
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    image_io.write_image(path, image_io.Image(image_io.tensor_to_pixels(image, np.uint8)))
 
 
 class RunMonitor:
