@@ -109,6 +109,8 @@ class RunMonitor:
         return record
 
     def validation(self, step: int, metrics: dict[str, float]) -> None:
+        if not metrics:  # unpaired data: nothing to measure against
+            return
         self._write({"kind": "val", "step": step, **metrics})
         self.bar.write(f"step {step}: " + ", ".join(f"val {k} {v:.4g}" for k, v in metrics.items()))
         if self.tb is not None:
