@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train one bundled default upscaler (phase 1 of `img2img train srgan`: PSNR-oriented, L1) on a CPU.
+# Train one bundled default upscaler (phase 1 of `img2img train srgan`: PSNR-oriented, MSE) on a CPU.
 #
 #   scripts/train_default_upscaler.sh 4        # -> runs/default-sr-x4/model.safetensors
 #   scripts/train_default_upscaler.sh 2        # -> runs/default-sr-x2/model.safetensors
@@ -22,7 +22,7 @@ RESUME=()
 [ -f "$OUT/checkpoints/last.pt" ] && RESUME=(--resume)
 exec nice -n 10 $PY -m img2img train srgan --data "$DATA" --out "$OUT" "${RESUME[@]}" \
   --scale "$SCALE" --arch msrresnet --num-feat 32 --num-block 6 \
-  --steps "$STEPS" --pretrain-steps "$STEPS" --pixel-loss l1 --lr-g 5e-4 \
+  --steps "$STEPS" --pretrain-steps "$STEPS" --pixel-loss l2 --lr-g 1e-3 --set init=zero_last \
   --batch-size "$BATCH" --image-size "$IMAGE_SIZE" --ema-decay 0.999 --seed 0 --device cpu --num-workers 0 \
   --val-every 100 --set checkpoint_every=100 --set sample_every=500 --set val_batches=1 \
   --set lr_schedule=cosine --set lr_min_factor=0.02 --set tensorboard=false

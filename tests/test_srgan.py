@@ -218,3 +218,15 @@ def test_phase_schedules(tmp_path, offline):
 def test_config_errors(tmp_path, overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         _config(tmp_path, **overrides)
+
+
+def test_zero_last_init_starts_at_the_bilinear_skip(tmp_path, offline):
+    method = SRGAN(_config(tmp_path, init="zero_last", perceptual="none"))
+    lr = torch.rand(1, 3, 12, 10)
+    with torch.no_grad():
+        out = method.nets["g"](lr)
+    expected = F.interpolate(lr, scale_factor=SCALE, mode="bilinear", align_corners=False)
+    assert torch.allclose(out, expected, atol=1e-6)
+    first = next(m for m in method.nets["g"].modules() if isinstance(m, torch.nn.Conv2d))
+    # PyTorch's default init: U(+-1/sqrt(27)), std 0.111; BasicSR's Kaiming x 0.1 has std 0.027.
+    assert 0.08 < float(first.weight.std()) < 0.14

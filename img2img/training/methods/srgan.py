@@ -44,6 +44,10 @@ class SRGANConfig(TrainConfig):
 
     scale: 2, 3 or 4 (rrdbnet: 2 or 4).
     arch, num_feat, num_block: the generator (``num_block`` 0 = the architecture's default).
+    init: ``network`` keeps the architecture's own initialisation (BasicSR: Kaiming x 0.1);
+        ``zero_last`` re-initialises every conv with PyTorch's default and zeroes the last conv, so
+        the model starts as exactly its bilinear/upsampling skip and leaves that plateau much faster
+        (measured: MSRResNet x2, fixed batch, MSE halves in ~50 steps instead of not moving).
     pretrain_steps: phase 1 length (pixel loss only); the remaining ``steps`` are phase 2.
     pixel_loss: ``l2`` (MSE, as the paper), ``l1`` or ``charbonnier``; phase 1 weight is 1.
     pixel_weight: weight of the pixel loss in phase 2 (0 in the paper).
@@ -63,6 +67,7 @@ class SRGANConfig(TrainConfig):
     arch: str = "srresnet"
     num_feat: int = 64
     num_block: int = 0
+    init: str = "network"
     pretrain_steps: int = 0
     pixel_loss: str = "l2"
     pixel_weight: float = 0.0
@@ -82,6 +87,7 @@ class SRGANConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         check_choice("arch", self.arch, SR_ARCHS)
+        check_choice("init", self.init, ("network", "zero_last"))
         check_choice("gan_mode", self.gan_mode, SR_GAN_MODES)
         check_choice("perceptual", self.perceptual, PERCEPTUAL_KINDS)
         check_choice("pixel_loss", self.pixel_loss, losses.PIXEL_KINDS)
@@ -177,6 +183,8 @@ class SRGAN(Method):
             "g": registry.build(config.arch, **config.generator_kwargs()),
             "d": registry.build("srgan_d", in_channels=3, ndf=config.ndf, input_size=_d_size(config)),
         }
+        if config.init == "zero_last":
+            _zero_last_init(self.nets["g"])
         betas = (config.beta1, config.beta2)
         self.optimizers = {
             "g": adam(self.nets["g"].parameters(), lr=config.lr_g, betas=betas),
@@ -250,6 +258,16 @@ class SRGAN(Method):
         info = {"phase": "srresnet" if not cfg.has_phase2 else "srgan", "pretrain_steps": cfg.pretrain_steps}
         return [Export(file="model", net="g", arch=cfg.arch, kwargs=cfg.generator_kwargs(),
                        value_range=(0.0, 1.0), scale=cfg.scale, info=info)]
+
+
+def _zero_last_init(net: nn.Module) -> None:
+    """PyTorch's default init for every conv, then zero the last one: output = the network's skip path."""
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    for conv in convs:
+        conv.reset_parameters()
+    nn.init.zeros_(convs[-1].weight)
+    if convs[-1].bias is not None:
+        nn.init.zeros_(convs[-1].bias)
 
 
 def _d_size(config: SRGANConfig) -> int:
