@@ -191,6 +191,10 @@ class Cycle(Method):
             kwargs["n_layers"] = c.n_layers_d
         return kwargs
 
+    def dataset_options(self) -> dict[str, Any]:
+        """Domain a images with ``in_channels``, domain b with ``out_channels`` (gray or RGB)."""
+        return {"channels_a": self.config.in_channels, "channels_b": self.config.out_channels}
+
     def setup(self, *, total_steps: int) -> None:
         super().setup(total_steps=total_steps)
         schedule = schedule_from_config(self.config, length=total_steps)
