@@ -21,6 +21,7 @@ half a forward pass per layer on average (~11 forward passes for resnet_9blocks)
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,8 +87,10 @@ class WholeImageNorm:
         self._stats: Stats = {}
         self._measuring = False
         self._measured: tuple[int, Moments | None] | None = None
-        # Per sample of the current batch: core (y0, y1, x0, x1) as fractions of the tile sides.
-        self._cores: Sequence[tuple[float, float, float, float]] = ()
+        # Per sample of the batch this thread runs: core (y0, y1, x0, x1) as fractions of the tile
+        # sides. Thread-local: the engine may run the tiles of one batch in several threads.
+        self._local = threading.local()
+        self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
         return bool(self.layers)
@@ -96,8 +99,8 @@ class WholeImageNorm:
         return len(self.layers)
 
     def set_cores(self, cores: Sequence[tuple[float, float, float, float]]) -> None:
-        """Regions, per sample of the next batch, whose activations count toward the statistics."""
-        self._cores = cores
+        """Regions, per sample of the next batch this thread runs, whose activations count toward the statistics."""
+        self._local.cores = tuple(cores)
 
     @contextmanager
     def frozen(self, stats: Stats) -> Iterator[None]:
@@ -152,16 +155,22 @@ class WholeImageNorm:
         return forward
 
     def _accumulate(self, index: int, x: torch.Tensor) -> None:
-        """Merge the moments of (B, C, h, w) ``x`` over the current cores (scaled to h, w)."""
-        if self._measured is not None and self._measured[0] != index:
-            raise RuntimeError(
-                "tiles reached different InstanceNorm layers first: data-dependent control flow"
-            )
-        total = None if self._measured is None else self._measured[1]
+        """Merge the moments of (B, C, h, w) ``x`` over this thread's cores (scaled to h, w)."""
         h, w = x.shape[2:]
-        for sample, (fy0, fy1, fx0, fx1) in zip(x, self._cores, strict=False):
-            region = sample[:, round(fy0 * h) : round(fy1 * h), round(fx0 * w) : round(fx1 * w)]
-            if region.numel():
-                part = region_moments(region)
+        cores = getattr(self._local, "cores", ())
+        if len(cores) < x.shape[0]:
+            raise RuntimeError(f"InstanceNorm statistics: {len(cores)} cores set for a batch of {x.shape[0]}")
+        parts = [
+            region_moments(sample[:, round(fy0 * h) : round(fy1 * h), round(fx0 * w) : round(fx1 * w)])
+            for sample, (fy0, fy1, fx0, fx1) in zip(x, cores, strict=False)
+            if round(fy1 * h) > round(fy0 * h) and round(fx1 * w) > round(fx0 * w)
+        ]
+        with self._lock:
+            if self._measured is not None and self._measured[0] != index:
+                raise RuntimeError(
+                    "tiles reached different InstanceNorm layers first: data-dependent control flow"
+                )
+            total = None if self._measured is None else self._measured[1]
+            for part in parts:
                 total = part if total is None else total.merge(part)
-        self._measured = (index, total)
+            self._measured = (index, total)
