@@ -53,6 +53,8 @@ class TrainConfig:
             CPU and MPS), ``fp32``, ``bf16`` or ``fp16``.
         channels_last: memory format of networks and batches; ``None`` picks per device (on for
             CUDA, off elsewhere, see docs/training.md for the CPU measurement).
+        sync_bn: under torchrun, convert BatchNorm to SyncBatchNorm (statistics over the whole
+            global batch; CUDA only). See docs/distributed.md.
 
     Learning-rate schedule (a multiplier of each optimiser's base rate, a pure function of the step):
         lr_schedule: ``constant``; ``linear`` (constant, then linear decay to 0 from
@@ -84,6 +86,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     channels_last: bool | None = None
+    sync_bn: bool = False
     lr_schedule: str = "linear"
     lr_decay_start: float = 0.5
     lr_step_every: int = 0

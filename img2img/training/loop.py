@@ -29,6 +29,7 @@ from torch import nn
 
 from img2img import metrics
 from img2img.checkpoints import save_model
+from img2img.training import distributed
 from img2img.training.config import ConfigError, TrainConfig, config_to_dict
 from img2img.training.ema import EMA
 from img2img.training.method import Method, StepContext
@@ -266,6 +267,7 @@ def fit(
     if total <= 0:
         raise ConfigError("give the run length: steps > 0 or epochs > 0")
 
+    distributed.seed_rank(config.seed)  # ranks > 0: their own augmentation/dropout streams
     method.setup(total_steps=total)
     channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
     method.to(device, channels_last=channels_last)
@@ -284,10 +286,13 @@ def fit(
         raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    # torchrun: DDP wrappers, seen by train_step only; rank 0 alone writes (docs/distributed.md).
+    ddp_nets = distributed.wrap_nets(method.nets, device, sync_bn=config.sync_bn)
+    main = distributed.is_main()
 
-    sample_batch = _first_batch(val_loader) if val_loader is not None else None
-    monitor = RunMonitor(run_dir, total_steps=total, start_step=step, progress=progress,
-                         tensorboard=config.tensorboard)
+    sample_batch = _first_batch(val_loader) if val_loader is not None and main else None
+    monitor: Any = RunMonitor(run_dir, total_steps=total, start_step=step, progress=progress,
+                              tensorboard=config.tensorboard) if main else distributed.QuietMonitor()
     saved_step = step if resume else -1
     losses: dict[str, float] = {}
     values: dict[str, float] = {}
@@ -301,6 +306,12 @@ def fit(
                 f"step {at_step}: weights of {bad!r} are not finite; training stopped. "
                 + _last_good(ckpt_path, saved_step)
             )
+        distributed.average_buffers(method.nets)
+        ranks = distributed.gather({"rng": capture_rng(), "data": stream.state_dict(),
+                                    "method_state": method.state_dict()})
+        if not main:
+            saved_step = at_step
+            return
         payload = {
             "format": CHECKPOINT_FORMAT,
             "method": method.name,
@@ -315,6 +326,8 @@ def fit(
             "rng": capture_rng(),
             "config": config_to_dict(config),
         }
+        if ranks is not None:
+            payload["ranks"] = ranks  # every rank's RNG, data position and method state (pools), for --resume
         save_checkpoint(payload, ckpt_path)
         _export(method, emas, run_dir, step=at_step, total=total, extra=extra_provenance)
         saved_step = at_step
@@ -341,7 +354,8 @@ def fit(
                 net.train()
             ctx = StepContext(step=step, total_steps=total, device=device, autocast_dtype=autocast_dtype,
                               scaler=scaler, grad_clip=config.grad_clip, optimizers=method.optimizers)
-            step_losses = method.train_step(ctx, batch)
+            with distributed.nets_for_step(method, ddp_nets):
+                step_losses = method.train_step(ctx, batch)
             if scaler is not None:
                 scaler.update()
             values = _finite_values(step_losses, step + 1, ckpt_path, saved_step)
@@ -353,11 +367,11 @@ def fit(
             if config.log_every and step % config.log_every == 0:
                 losses = {k: v for k, v in monitor.flush_train(step, stream.epoch, _lrs(method)).items()
                           if k in values}
-            if config.sample_every and step % config.sample_every == 0 and sample_batch is not None:
+            if main and config.sample_every and step % config.sample_every == 0 and sample_batch is not None:
                 with torch.no_grad(), _isolated_rng():
                     pred = method.predict(_to_device(sample_batch, device, channels_last), eval_nets())
                 save_png(grid_image(pred), run_dir / "samples" / f"step_{step:07d}.png")
-            if config.val_every and val_loader is not None and step % config.val_every == 0:
+            if main and config.val_every and val_loader is not None and step % config.val_every == 0:
                 monitor.validation(step, _validate(method, val_loader, eval_nets(), device, channels_last))
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < end:
                 save(step)
@@ -365,6 +379,7 @@ def fit(
             losses = {k: v for k, v in monitor.flush_train(step, stream.epoch, _lrs(method)).items() if k in values}
         if saved_step != step:
             save(step)
+        distributed.barrier()  # every rank returns once rank 0's final files are written
     finally:
         monitor.close()
     return FitResult(step=step, total_steps=total, run_dir=run_dir, checkpoint=ckpt_path, losses=losses)
@@ -393,6 +408,7 @@ def _finite_values(losses: Mapping[str, torch.Tensor], step: int, path: Path, sa
         return {}
     names = list(losses)
     stacked = torch.stack([torch.as_tensor(losses[k]).detach().float().reshape(()) for k in names])
+    stacked = distributed.mean_across_ranks(stacked)  # every rank logs and guards the same values
     values = dict(zip(names, stacked.tolist(), strict=True))
     bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
     if bad:
@@ -429,7 +445,7 @@ def _validate(
 def _restore(
     path: Path, method: Method, scaler: torch.amp.GradScaler | None, emas: Mapping[str, EMA], stream: DataStream
 ) -> int:
-    payload = load_checkpoint(path)
+    payload = distributed.rank_state(load_checkpoint(path), path)  # this rank's RNG and data position
     if payload.get("method") != method.name:
         raise CheckpointError(f"{path}: written by method {payload.get('method')!r}, not {method.name!r}")
     for kind, own in (("nets", method.nets), ("optimizers", method.optimizers), ("ema", emas)):

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from img2img.training import distributed
 from img2img.training.config import ConfigError, TrainConfig, build_config, read_yaml, save_config
 from img2img.training.loop import FitResult, fit, select_device
 from img2img.training.method import Method
@@ -85,7 +86,8 @@ def build_loaders(method: Method, config: TrainConfig) -> tuple[Any, Any, Any]:
         options.setdefault("scale", config.scale)
     train_set = data.build_dataset(kind, config.data, split="train", **options)
     train_loader = data.make_loader(
-        train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers, seed=config.seed
+        train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers, seed=config.seed,
+        sampler=distributed.train_sampler(len(train_set), seed=config.seed),  # None: one process, whole set
     )
     val_loader = None
     val_root = config.val_data or config.data
@@ -114,24 +116,27 @@ def train(
     """
     method_cls = get_method(method)
     config = resolve_config(method_cls, options=options, config_file=config_file, resume=resume)
-    device = select_device(config.device)
-    run_dir = Path(config.out)
-    seed_everything(config.seed)
-    instance = method_cls(config)  # initial weights come from the seed
-    train_loader, val_loader, augment = build_loaders(instance, config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume and (run_dir / "checkpoints" / "last.pt").exists():
-        raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
-    save_config(config, run_dir / CONFIG_NAME)
-    command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else ""
-    return fit(
-        instance,
-        train_loader=train_loader,
-        val_loader=val_loader,
-        augment=augment,
-        run_dir=run_dir,
-        device=device,
-        resume=resume,
-        progress=progress,
-        provenance={"command": command} if command else None,
-    )
+    # Under torchrun: join the process group, one device per process (docs/distributed.md).
+    with distributed.session(config.device) as rank_device:
+        device = rank_device if rank_device is not None else select_device(config.device)
+        run_dir = Path(config.out)
+        seed_everything(config.seed)
+        instance = method_cls(config)  # initial weights come from the seed
+        train_loader, val_loader, augment = build_loaders(instance, config)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume and (run_dir / "checkpoints" / "last.pt").exists():
+            raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
+        if distributed.is_main():
+            save_config(config, run_dir / CONFIG_NAME)
+        command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else ""
+        return fit(
+            instance,
+            train_loader=train_loader,
+            val_loader=val_loader,
+            augment=augment,
+            run_dir=run_dir,
+            device=device,
+            resume=resume,
+            progress=progress,
+            provenance={"command": command} if command else None,
+        )
