@@ -176,15 +176,17 @@ def _run(
         PipelineUsageError,
         plan_jobs,
         run_jobs,
-        select_device,
+        sharding,
     )
 
     settings = get_context()
     verbosity = settings.verbosity
-    with _inference_logging(verbosity):
+    # Under torchrun each process takes every WORLD_SIZE-th file; rank 0 reports for all (docs/distributed.md).
+    with _inference_logging(verbosity), sharding.session() as shard:
+        main = shard is None or shard.is_main
         try:
-            jobs = plan_jobs(src, dst, recursive=recursive, suffix=suffix, fmt=fmt)
-            device = select_device(settings.device)
+            jobs = sharding.take(plan_jobs(src, dst, recursive=recursive, suffix=suffix, fmt=fmt), shard)
+            device = sharding.device_for(settings.device, shard)
             descriptor = load_model(model, arch=arch, scale=scale, direction=direction, device=device)
             engine = Engine(
                 descriptor,
@@ -208,10 +210,11 @@ def _run(
             jobs,
             overwrite=not skip_existing,
             quality=quality,
-            progress=verbosity >= 1 and sys.stderr.isatty(),
+            progress=verbosity >= 1 and sys.stderr.isatty() and main,
             on_error=lambda path, reason: click.echo(f"error: {path}: {reason}", err=True),
         )
-    if verbosity >= 1:
+        report = sharding.merge(report, shard)  # every rank's files, so every rank's exit code agrees
+    if verbosity >= 1 and main:
         parts = [f"wrote {len(report.written)}"]
         if report.skipped:
             parts.append(f"skipped {len(report.skipped)} existing (--overwrite to redo)")
