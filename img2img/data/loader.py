@@ -12,7 +12,6 @@ import random
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -140,13 +139,12 @@ class ResumableSampler(Sampler[SampleKey]):
 
 
 def _worker_init(worker_id: int) -> None:
-    # Each worker: Python/NumPy seeded from its torch seed (for any third-party randomness; our
-    # datasets use the sample key) and one OpenCV/torch thread, so workers do not oversubscribe cores.
+    # Python/NumPy seeded from the worker's torch seed, for any third-party randomness (our datasets
+    # use the sample key). Torch already runs one thread per worker. OpenCV's thread count is left
+    # alone: changing it in a forked worker can deadlock on the pool inherited from the parent.
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
 
 
 def make_loader(
@@ -164,7 +162,7 @@ def make_loader(
 
     ``drop_last=None`` means ``drop_last=shuffle`` (training drops the ragged last batch, evaluation
     keeps it). Workers are not persistent (their seeds are drawn at ``iter()``, from the global torch
-    RNG) and use one thread each. ``pin_memory=None`` pins when CUDA is available. The sampler is
+    RNG). ``pin_memory=None`` pins when CUDA is available. The sampler is
     ``loader.sampler``; pass ``ResumableSampler(len(ds), seed=..., num_replicas=W, rank=R)`` for DDP.
     """
     if batch_size < 1:

@@ -1,0 +1,65 @@
+"""SR degradations: bicubic against PIL, Real-ESRGAN-style pipeline determinism and shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from img2img.data import bicubic_downscale, degrade_realesrgan
+from img2img.data.degrade import blur, gaussian_kernel, jpeg
+from tests.conftest import smooth_rgb
+
+
+def to_tensor(px: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(px.astype(np.float32) / 255).permute(2, 0, 1)
+
+
+def test_bicubic_matches_pil_antialiased_bicubic() -> None:
+    hr = smooth_rgb(48, 64, seed=1)
+    lr = bicubic_downscale(to_tensor(hr), 4)
+    pil = np.asarray(PILImage.fromarray(hr).resize((16, 12), PILImage.BICUBIC))
+    assert lr.shape == (3, 12, 16)
+    assert np.abs(lr.permute(1, 2, 0).numpy() * 255 - pil).max() <= 2  # same kernel; rounding/border only
+    assert torch.equal(lr, torch.round(lr * 255) / 255)  # 8-bit levels, like an LR file
+
+
+def test_bicubic_keeps_a_constant_image_and_refuses_odd_sizes() -> None:
+    flat = torch.full((1, 16, 16), 0.4)
+    assert torch.allclose(bicubic_downscale(flat, 2), torch.full((1, 8, 8), round(0.4 * 255) / 255))
+    with pytest.raises(ValueError, match="not a multiple of scale 4"):
+        bicubic_downscale(torch.rand(3, 10, 12), 4)
+
+
+def test_gaussian_kernel_definition() -> None:
+    k = gaussian_kernel(7, 1.5, 1.5, 0.0)
+    assert torch.isclose(k.sum(), torch.tensor(1.0)) and torch.allclose(k, k.T)
+    r = torch.arange(-3, 4, dtype=torch.float64)
+    g = torch.exp(-0.5 * (r / 1.5) ** 2)
+    assert torch.allclose(k.double(), torch.outer(g, g) / torch.outer(g, g).sum(), atol=1e-7)
+    wide_x = gaussian_kernel(9, 3.0, 0.5, 0.0)
+    assert torch.allclose(
+        gaussian_kernel(9, 3.0, 0.5, np.pi / 2), wide_x.T, atol=1e-6
+    )  # rotated by 90 degrees
+
+
+def test_blur_preserves_a_constant_and_jpeg_is_close_at_high_quality() -> None:
+    x = torch.full((1, 3, 12, 12), 0.25)
+    assert torch.allclose(blur(x, gaussian_kernel(5, 1.0, 2.0, 0.3)), x, atol=1e-6)
+    img = to_tensor(smooth_rgb(32, 32))[None]
+    out = jpeg(img, 95)
+    assert out.shape == img.shape and (out - img).abs().mean() < 0.02
+
+
+def test_realesrgan_degradation_is_seeded_and_sized() -> None:
+    hr = to_tensor(smooth_rgb(64, 64, seed=2))
+    a = degrade_realesrgan(hr, 4, np.random.default_rng(0))
+    b = degrade_realesrgan(hr, 4, np.random.default_rng(0))
+    c = degrade_realesrgan(hr, 4, np.random.default_rng(1))
+    assert a.shape == (3, 16, 16) and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # Degraded, yet still an image of the same scene: closer to its own bicubic LR than to another's.
+    own = bicubic_downscale(hr, 4)
+    other = bicubic_downscale(to_tensor(smooth_rgb(64, 64, seed=7)), 4)
+    assert (a - own).abs().mean() < (a - other).abs().mean()
