@@ -43,7 +43,7 @@ def data() -> None:
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--ext", default=None, help="Output suffix, e.g. png or jpg (default: the A file's).")
 def combine(a_dir: str, b_dir: str, out_dir: str, ext: str | None) -> None:
-    """Write A|B side-by-side images from files with matching stems in A_DIR and B_DIR."""
+    """A|B side-by-side images from matching stems in A_DIR and B_DIR."""
     from img2img.data.tools import combine as run
 
     _run(lambda: run(a_dir, b_dir, out_dir, ext=ext), "side-by-side images")
@@ -55,7 +55,7 @@ def combine(a_dir: str, b_dir: str, out_dir: str, ext: str | None) -> None:
 @click.option("--prefix", default="", help="Folder prefix: 'train' writes OUT_DIR/trainA and OUT_DIR/trainB.")
 @click.option("--ext", default=None, help="Output suffix (default: the input file's).")
 def split(ab_dir: str, out_dir: str, prefix: str, ext: str | None) -> None:
-    """Split A|B side-by-side images into OUT_DIR/{PREFIX}A and OUT_DIR/{PREFIX}B."""
+    """Split A|B images into OUT_DIR/{PREFIX}A and OUT_DIR/{PREFIX}B."""
     from img2img.data.tools import split as run
 
     _run(lambda: run(ab_dir, out_dir, prefix=prefix, ext=ext), "images")
@@ -75,7 +75,7 @@ def split(ab_dir: str, out_dir: str, prefix: str, ext: str | None) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the realesrgan draws.")
 @click.option("--ext", default=".png", show_default=True, help="Output suffix.")
 def degrade(hr_dir: str, out_dir: str, scale: int, degradation: str, seed: int, ext: str) -> None:
-    """Write LR images of HR_DIR's images for SR evaluation (HR sides cut to multiples of --scale)."""
+    """LR images of HR_DIR for SR evaluation (HR cut to multiples of --scale)."""
     from img2img.data.tools import degrade_folder
 
     _run(
@@ -95,7 +95,7 @@ def degrade(hr_dir: str, out_dir: str, scale: int, degradation: str, seed: int, 
     "--high", type=float, default=None, help="Canny high threshold (default: from the image median)."
 )
 def edges(src: str, out_dir: str, size: int | None, low: float | None, high: float | None) -> None:
-    """Make an edges|photo paired set from photos (SRC: a folder or one file), the edges2photo recipe."""
+    """Edges|photo pairs from photos (SRC: folder or file), as edges2shoes."""
     from img2img.data.tools import edges as run
 
     _run(lambda: run(src, out_dir, size=size, low=low, high=high), "edges|photo images")
@@ -112,7 +112,7 @@ def edges(src: str, out_dir: str, size: int | None, low: float | None, high: flo
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 def sample(out_dir: str, size: int, seed: int) -> None:
-    """Write a small paired, unpaired and SR sample set from scikit-image's bundled photos."""
+    """Small paired/unpaired/SR sample sets from scikit-image photos."""
     from img2img.data import DataError
     from img2img.data.sample import make_sample
 
