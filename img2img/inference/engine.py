@@ -54,6 +54,7 @@ MAX_AUTO_TILE = 2048
 CPU_WHOLE_IMAGE_PIXELS_WITH_NORM = 2048 * 2048
 MPS_TILE = 512  # MPS reports no free memory reliably
 CPU_WORKERS = 2  # tiles run concurrently on a CPU, one core each (see Engine)
+QUANTISE_ROWS = 64  # output rows converted to pixels at a time
 GPU_MEMORY_FRACTION = 0.5  # of the free memory that `tile="auto"` plans to use
 GPU_TILE_RANGE = (128, 2048)
 # Smallest tile the out-of-memory retry goes down to, in input pixels.
@@ -250,11 +251,14 @@ class Engine:
             )
 
         def write(y0: int, rows: torch.Tensor) -> None:
-            y1 = min(y0 + rows.shape[1], height * scale)
-            if y1 > y0:
-                part = self._to_output_channels(rows[:, : y1 - y0, : width * scale], out_channels)
-                out[y0:y1] = image_io.tensor_to_pixels(part, pixels.dtype, value_range).reshape(
-                    y1 - y0, width * scale, out_channels
+            # A few rows at a time: quantising makes float temporaries the size of what it is given.
+            for start in range(y0, min(y0 + rows.shape[1], height * scale), QUANTISE_ROWS):
+                stop = min(start + QUANTISE_ROWS, y0 + rows.shape[1], height * scale)
+                part = self._to_output_channels(
+                    rows[:, start - y0 : stop - y0, : width * scale], out_channels
+                )
+                out[start:stop] = image_io.tensor_to_pixels(part, pixels.dtype, value_range).reshape(
+                    stop - start, width * scale, out_channels
                 )
 
         self._run(read, write, height=height, width=width, on_tile=on_tile)

@@ -49,7 +49,9 @@ def _env_shard() -> Shard | None:
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         local = int(os.environ.get("LOCAL_RANK", "0"))
     except ValueError:
-        raise InferenceError("RANK / WORLD_SIZE / LOCAL_RANK are not integers (launch with torchrun)") from None
+        raise InferenceError(
+            "RANK / WORLD_SIZE / LOCAL_RANK are not integers (launch with torchrun)"
+        ) from None
     if not 0 <= rank < world:
         raise InferenceError(f"RANK {rank} is outside [0, WORLD_SIZE={world})")
     return Shard(rank=rank, world_size=world, local_rank=local)

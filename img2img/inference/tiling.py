@@ -207,35 +207,40 @@ def tiled_forward(
             tiles so a compiled model always sees one shape.
         on_tile: called after each tile is blended (progress).
 
-    Peak memory: the band, out_channels x (tile rows spanned by one batch) * scale x width * scale
-    float32, plus one batch of tiles; independent of the image height.
+    Peak memory: the band, out_channels x tile * scale rows x width * scale float32, plus one
+    batch of tiles; independent of the image height.
     """
-    tiles = grid(rows, cols)
     wy = axis_windows(rows, scale=scale)
     wx = axis_windows(cols, scale=scale)
     th, tw = rows.tile * scale, cols.tile * scale
-    groups = list(batches(tiles, batch))
-    band_height = max((g[-1].y - g[0].y) * scale + th for g in groups)
-    band = torch.zeros(out_channels, band_height, cols.length * scale)
+    band = torch.zeros(out_channels, th, cols.length * scale)
     top = 0  # output row held in band[:, 0]
 
-    for group in groups:
-        # Rows above the first tile of this batch are final: no later tile reaches them.
-        done = group[0].y * scale - top
-        if done > 0:
-            write(top, band[:, :done])
-            band[:, : band_height - done] = band[:, done:].clone()
-            band[:, band_height - done :] = 0
-            top += done
+    for group in batches(grid(rows, cols), batch):
         x = read_batch(read, group, pad_to=batch if fixed_batch else 0)
         y = run(x)
         expected = (out_channels, th, tw)
         if tuple(y.shape[1:]) != expected:
             raise RuntimeError(f"model returned tiles of shape {tuple(y.shape[1:])}, expected {expected}")
         for t, out in zip(group, y, strict=False):  # y may hold padding samples
+            # Tiles come in row-major order: rows above this tile are final, no later tile reaches them.
+            done = t.y * scale - top
+            if done > 0:
+                write(top, band[:, :done])
+                _slide_up(band, done)
+                top += done
             window = wy[t.row][:, None] * wx[t.col][None, :]
             oy, ox = t.y * scale - top, t.x * scale
             band[:, oy : oy + th, ox : ox + tw].addcmul_(out, window)
             if on_tile is not None:
                 on_tile(t)
     write(top, band[:, : rows.length * scale - top])
+
+
+def _slide_up(band: torch.Tensor, rows: int) -> None:
+    """Move band rows [rows, end) to [0, end - rows) in place and zero the rest, without a band-sized copy."""
+    height = band.shape[1]
+    for start in range(rows, height, rows):  # blocks of `rows` rows: source and destination never overlap
+        stop = min(start + rows, height)
+        band[:, start - rows : stop - rows] = band[:, start:stop]
+    band[:, max(height - rows, 0) :] = 0
