@@ -63,11 +63,14 @@ def test_train_resume_and_export(dataset, tmp_path) -> None:
 
 def test_config_file_and_flags(dataset, tmp_path) -> None:
     cfg = tmp_path / "p.yaml"
-    cfg.write_text(f"data: {dataset}\nngf: 4\nndf: 4\nsteps: 1\nimage_size: 32\nnum_workers: 0\nload_size: 32\n")
-    result = train("--config", str(cfg), "--out", str(tmp_path / "r"), "--ngf", "8", "--set", "augment=hflip,vflip")
+    cfg.write_text(f"data: {dataset}\nngf: 4\nndf: 4\nsteps: 9\nimage_size: 32\nnum_workers: 0\nload_size: 32\n")
+    result = train("--config", str(cfg), "--out", str(tmp_path / "r"), "--ngf", "8", "--set", "augment=hflip,vflip",
+                   "--set", "steps=0", "--epochs", "1", "--batch-size", "2")
     assert result.exit_code == 0, result.output
     saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
-    assert (saved["ngf"], saved["ndf"], saved["augment"]) == (8, 4, ["hflip", "vflip"])
+    assert (saved["ngf"], saved["ndf"], saved["augment"], saved["epochs"]) == (8, 4, ["hflip", "vflip"], 1)
+    # One epoch of 6 training pairs in batches of 2 is 3 steps.
+    assert torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
 
 
 @pytest.mark.parametrize(
