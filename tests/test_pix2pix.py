@@ -14,6 +14,16 @@ from tests.conftest import smooth_rgb
 
 TINY = dict(image_size=32, ngf=8, ndf=8, tensorboard=False, sample_every=0, val_every=0, checkpoint_every=0)
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny nets gain nothing from intra-op threads, and on a shared 2-core machine the threads'
+    barriers make many-small-op training loops several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 
 def config(**options) -> Pix2PixConfig:
     return build_config(Pix2PixConfig, ("test", {**TINY, **options}))

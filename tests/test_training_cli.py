@@ -19,6 +19,16 @@ TINY = ["--image-size", "32", "--ngf", "8", "--ndf", "8", "--num-workers", "0",
         "--set", "log_every=1", "--set", "sample_every=2", "--set", "checkpoint_every=2", "--set", "val_every=2",
         "--set", "load_size=32"]
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny nets gain nothing from intra-op threads, and on a shared 2-core machine the threads'
+    barriers make many-small-op training loops several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
