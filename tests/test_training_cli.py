@@ -70,6 +70,14 @@ def test_train_resume_and_export(dataset, tmp_path) -> None:
         out = desc(torch.zeros(1, 3, 32, 32))
     assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
 
+    # The run directory works directly as a model for `img2img translate`.
+    translated = CliRunner().invoke(cli, ["-q", "translate", str(dataset / "valA"), str(tmp_path / "out"),
+                                          "--model", str(run), "--tile", "0"])
+    assert translated.exit_code == 0, translated.output
+    outputs = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert outputs == ["000.png", "001.png"]
+    assert Image.open(tmp_path / "out" / "000.png").size == (40, 40)
+
 
 def test_config_file_and_flags(dataset, tmp_path) -> None:
     cfg = tmp_path / "p.yaml"
