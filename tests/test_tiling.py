@@ -257,3 +257,28 @@ def test_compiled_shapes_stay_constant_with_a_padded_last_batch() -> None:
     x = torch.rand(3, 70, 50)
     torch.testing.assert_close(engine(x), x)
     assert len(set(shapes)) == 1 and shapes[0] == (3, 3, 32, 32)
+
+
+def test_auto_tile_from_free_memory() -> None:
+    from img2img.inference.engine import tile_for_memory
+
+    # Half of 8 GiB for a batch of 4 at 16 KiB per pixel: sqrt(2**32 / 2**16) = 256 px.
+    assert tile_for_memory(free_bytes=8 * 2**30, bytes_per_pixel=16 * 2**10, batch=4, multiple=4) == 256
+    assert tile_for_memory(free_bytes=8 * 2**30, bytes_per_pixel=16 * 2**10, batch=4, multiple=96) == 192
+    assert tile_for_memory(free_bytes=2**20, bytes_per_pixel=2**20, batch=1, multiple=1) == 128  # floor
+    assert tile_for_memory(free_bytes=2**40, bytes_per_pixel=1, batch=1, multiple=1) == 2048  # ceiling
+
+
+def test_auto_tile_on_cpu_by_model() -> None:
+    conv = Engine(descriptor(ConvSR(4), scale=4))
+    assert conv.overlap == 16 and conv.resolve_tile(1000, 1000) == 192
+    resnet = Engine(
+        ModelDescriptor.from_net(
+            build("resnet", ngf=4, n_blocks=1), arch="resnet", kwargs={}, value_range=(-1, 1)
+        )
+    )
+    assert resnet.overlap == 64
+    assert resnet.resolve_tile(1000, 1000) == 0  # InstanceNorm on a CPU: whole image while it fits
+    assert resnet.resolve_tile(3000, 3000) == 256  # else tiles of at least 4 overlaps
+    unet = Engine(ModelDescriptor.from_net(build("unet", ngf=4), arch="unet", kwargs={}, value_range=(-1, 1)))
+    assert unet.resolve_tile(3000, 3000) == 0  # receptive field as large as its input
