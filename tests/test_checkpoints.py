@@ -15,6 +15,7 @@ import img2img
 from img2img.checkpoints import (
     CheckpointError,
     ModelDescriptor,
+    bundled,
     convert,
     default_upscaler_name,
     list_bundled,
@@ -291,6 +292,8 @@ def test_bundled_names_search_env_dir_then_cache(tmp_path, monkeypatch) -> None:
     _save_small_resnet(cache / "zebra.safetensors", seed=12)
     in_cache = _save_small_resnet(cache / "horse.safetensors", seed=13)
     monkeypatch.setenv("IMG2IMG_WEIGHTS_DIR", str(env_dir))
+    # The repo's own weights/ (the shipped default upscalers) is searched too: point it at an empty folder.
+    monkeypatch.setattr(bundled, "repo_weights_dir", lambda: tmp_path / "repo_weights")
 
     assert _same(load_model("zebra"), in_env)  # the env folder shadows the cache
     assert _same(load_model("horse"), in_cache)

@@ -10,12 +10,14 @@ import torch
 from click.testing import CliRunner
 
 from img2img import image_io
-from img2img.checkpoints import load_model, save_model
+from img2img.checkpoints import bundled, load_model, save_model
 from img2img.cli import cli
 from img2img.cli.common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
 from img2img.inference import Engine
 from img2img.networks import build
 from tests.conftest import smooth_rgb
+
+SHIPPED_REPO_WEIGHTS_DIR = bundled.repo_weights_dir  # kept before the fixture below hides it
 
 RRDB_X2 = {"scale": 2, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}
 RESNET = {"ngf": 4, "n_blocks": 1}
@@ -25,6 +27,8 @@ RESNET = {"ngf": 4, "n_blocks": 1}
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
     monkeypatch.setenv("IMG2IMG_WEIGHTS_DIR", str(tmp_path / "weights"))
+    # Hide the repo's shipped weights/ so "no bundled model" paths can be tested.
+    monkeypatch.setattr(bundled, "repo_weights_dir", lambda: tmp_path / "repo_weights")
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny nets: threads only add start-up cost on a shared machine
     yield
@@ -175,3 +179,12 @@ def test_half_on_cpu_notes_and_runs_float32(tmp_path: Path) -> None:
         "--half",
     )
     assert result.exit_code == EXIT_OK and "float32" in result.stderr
+
+
+def test_upscale_without_model_uses_the_shipped_x4_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The real repo weights/ (the _isolated fixture hid it): `img2img upscale photo out/` works out of the box.
+    monkeypatch.setattr(bundled, "repo_weights_dir", SHIPPED_REPO_WEIGHTS_DIR)
+    src = photos(tmp_path / "in")
+    result = invoke("upscale", str(src / "a.png"), str(tmp_path / "out"))
+    assert result.exit_code == EXIT_OK, result.output
+    assert image_io.read_image(tmp_path / "out" / "a.png").pixels.shape == (80, 96, 3)
