@@ -8,8 +8,9 @@ decoded, resized to 286 and randomly cropped to 256 in the main process; no flip
 NCHW, fused Adam); "plain" is a hand-written eager step in the reference order: NCHW, fp32,
 ``loss.backward()``, ``torch.optim.Adam(foreach=False)``, a list as the image pool.
 
-The machine may be shared, so the two run interleaved in one process: ``--rounds`` rounds, each
-``--steps`` steps of ours then ``--steps`` of plain; the first step of every round is a warm-up and
+The machine may be shared, so the two run interleaved step by step in one process: each of our
+steps is followed by one plain step (run from inside our loop and taken out of our time), for
+``--steps`` steps in each of ``--rounds`` rounds; the first step of every round is a warm-up and
 not counted; medians are reported. Checkpoint and export writes happen once per run, not per
 step, and are left out (disabled here).
 
@@ -18,7 +19,7 @@ passes, the two identity passes, the discriminator passes and the losses; backwa
 backward passes; optimiser = the two Adam steps (and zero_grad). Ours also has loop overhead
 (learning rates, NaN guard, logging) in its total.
 
-    .venv/bin/python benchmarks/bench_train_cycle.py [--size 256] [--steps 3] [--rounds 2]
+    .venv/bin/python benchmarks/bench_train_cycle.py [--size 256] [--steps 4] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -80,30 +81,36 @@ def plain_pool(pool: list[torch.Tensor], images: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
-def plain_steps(loader: DataLoader, steps: int) -> list[dict[str, float]]:
-    """The plain way: one hand-written CycleGAN step, timed phase by phase."""
+class PlainCycle:
+    """The plain way: the networks, optimisers and pools of a hand-written CycleGAN step."""
 
-    def net(name: str, **kwargs) -> torch.nn.Module:
-        return init_weights(registry.build(name, **kwargs), "normal", 0.02).train()
+    def __init__(self, loader: DataLoader) -> None:
+        def net(name: str, **kwargs) -> torch.nn.Module:
+            return init_weights(registry.build(name, **kwargs), "normal", 0.02).train()
 
-    g_ab, g_ba = (net("resnet_9blocks", ngf=64, norm="instance") for _ in range(2))
-    d_a, d_b = (net("patchgan", in_channels=3, ndf=64, n_layers=3, norm="instance") for _ in range(2))
-    opt_g = torch.optim.Adam([*g_ab.parameters(), *g_ba.parameters()], lr=2e-4, betas=(0.5, 0.999), foreach=False)
-    opt_d = torch.optim.Adam([*d_a.parameters(), *d_b.parameters()], lr=2e-4, betas=(0.5, 0.999), foreach=False)
-    pool_a: list[torch.Tensor] = []
-    pool_b: list[torch.Tensor] = []
-    times = []
-    it = iter(loader)
-    for _ in range(steps):
+        self.g_ab, self.g_ba = (net("resnet_9blocks", ngf=64, norm="instance") for _ in range(2))
+        self.d_a, self.d_b = (net("patchgan", in_channels=3, ndf=64, n_layers=3, norm="instance") for _ in range(2))
+        g_params = [*self.g_ab.parameters(), *self.g_ba.parameters()]
+        self.d_params = [*self.d_a.parameters(), *self.d_b.parameters()]
+        self.opt_g = torch.optim.Adam(g_params, lr=2e-4, betas=(0.5, 0.999), foreach=False)
+        self.opt_d = torch.optim.Adam(self.d_params, lr=2e-4, betas=(0.5, 0.999), foreach=False)
+        self.pool_a: list[torch.Tensor] = []
+        self.pool_b: list[torch.Tensor] = []
+        self.loader = loader
+        self.it = iter(loader)
+
+    def step(self) -> dict[str, float]:
+        """One step in the reference order, timed phase by phase."""
+        g_ab, g_ba, d_a, d_b = self.g_ab, self.g_ba, self.d_a, self.d_b
         t0 = time.perf_counter()
         try:
-            batch = next(it)
+            batch = next(self.it)
         except StopIteration:
-            it = iter(loader)
-            batch = next(it)
+            self.it = iter(self.loader)
+            batch = next(self.it)
         real_a, real_b = batch["a"] * 2 - 1, batch["b"] * 2 - 1
         t1 = time.perf_counter()
-        for p in [*d_a.parameters(), *d_b.parameters()]:
+        for p in self.d_params:
             p.requires_grad_(False)
         fake_b = g_ab(real_a)
         rec_a = g_ba(fake_b)
@@ -116,38 +123,44 @@ def plain_steps(loader: DataLoader, steps: int) -> list[dict[str, float]]:
             + LAMBDA_CYCLE * LAMBDA_IDENTITY * ((g_ab(real_b) - real_b).abs().mean() + (g_ba(real_a) - real_a).abs().mean())
         )
         t2 = time.perf_counter()
-        opt_g.zero_grad()
+        self.opt_g.zero_grad()
         loss_g.backward()
         t3 = time.perf_counter()
-        opt_g.step()
+        self.opt_g.step()
         t4 = time.perf_counter()
-        for p in [*d_a.parameters(), *d_b.parameters()]:
+        for p in self.d_params:
             p.requires_grad_(True)
-        pooled_a, pooled_b = plain_pool(pool_a, fake_a), plain_pool(pool_b, fake_b)
+        pooled_a, pooled_b = plain_pool(self.pool_a, fake_a), plain_pool(self.pool_b, fake_b)
         loss_d = 0.5 * (
             (d_a(real_a) - 1).pow(2).mean() + d_a(pooled_a).pow(2).mean()
             + (d_b(real_b) - 1).pow(2).mean() + d_b(pooled_b).pow(2).mean()
         )
         t5 = time.perf_counter()
-        opt_d.zero_grad()
+        self.opt_d.zero_grad()
         loss_d.backward()
         t6 = time.perf_counter()
-        opt_d.step()
+        self.opt_d.step()
         t7 = time.perf_counter()
         assert torch.isfinite(loss_g) and torch.isfinite(loss_d)
-        times.append({
+        return {
             "data": t1 - t0,
             "forward": (t2 - t1) + (t5 - t4),
             "backward": (t3 - t2) + (t6 - t5),
             "optimiser": (t4 - t3) + (t7 - t6),
             "total": t7 - t0,
-        })
-    return times
+        }
 
 
-def ours_steps(loader: DataLoader, size: int, steps: int, workdir: Path) -> list[dict[str, float]]:
-    """Our loop: fit() with the cycle method, phases timed by wrapping the loop's hooks."""
+def interleaved(loader: DataLoader, plain_loader: DataLoader, size: int, steps: int, workdir: Path
+                ) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """``steps`` steps of our loop (fit() with the cycle method), each followed by one plain step.
+
+    Our phases are timed by wrapping the loop's hooks; the plain step runs right after each of our
+    ``train_step`` calls and its time is taken out of ours, so both see the same machine load.
+    """
     events: list[tuple[str, float, float]] = []
+    plain = PlainCycle(plain_loader)
+    plain_times: list[dict[str, float]] = []
 
     def timed(name, fn):
         def wrapper(*args, **kwargs):
@@ -158,13 +171,20 @@ def ours_steps(loader: DataLoader, size: int, steps: int, workdir: Path) -> list
 
         return wrapper
 
+    def ours_then_plain(self, ctx, batch):
+        out = timed("train_step", saved[4])(self, ctx, batch)
+        t = time.perf_counter()
+        plain_times.append(plain.step())
+        events.append(("plain", t, time.perf_counter()))
+        return out
+
     saved = (loop.DataStream.__next__, loop._to_device, StepContext.backward, StepContext.step_optimizer,
              Cycle.train_step, loop.save_checkpoint, loop._export)
     loop.DataStream.__next__ = timed("data", saved[0])
     loop._to_device = timed("data", saved[1])
     StepContext.backward = timed("backward", saved[2])
     StepContext.step_optimizer = timed("optimiser", saved[3])
-    Cycle.train_step = timed("train_step", saved[4])
+    Cycle.train_step = ours_then_plain
     loop.save_checkpoint = timed("save", lambda *a, **k: None)
     loop._export = timed("save", lambda *a, **k: None)
     try:
@@ -177,7 +197,8 @@ def ours_steps(loader: DataLoader, size: int, steps: int, workdir: Path) -> list
         (loop.DataStream.__next__, loop._to_device, StepContext.backward, StepContext.step_optimizer,
          Cycle.train_step, loop.save_checkpoint, loop._export) = saved
 
-    # A step runs from the start of one DataStream fetch to the start of the next (or of the final save).
+    # Our step runs from the start of one DataStream fetch to the start of the next (or of the final
+    # save), less the plain step inside it.
     starts = [t0 for name, t0, _ in events if name == "data"][::2]  # __next__ then _to_device per step
     end = next(t0 for name, t0, _ in events if name == "save")
     bounds = starts + [end]
@@ -193,16 +214,16 @@ def ours_steps(loader: DataLoader, size: int, steps: int, workdir: Path) -> list
             "forward": sums["train_step"] - sums["backward"] - sums["optimiser"],
             "backward": sums["backward"],
             "optimiser": sums["optimiser"],
-            "total": hi - lo,
+            "total": hi - lo - sums["plain"],
         })
-    return times
+    return times, plain_times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=3, help="steps per round and implementation (first is warm-up)")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=4, help="steps per round and implementation (first is warm-up)")
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -211,16 +232,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
         write_domains(root, args.size * 286 // 256)
-        loader = make_data_loader(root, args.size)
         for r in range(args.rounds):
-            results["ours"] += ours_steps(loader, args.size, args.steps, Path(tmp) / f"round{r}")[1:]
-            results["plain"] += plain_steps(loader, args.steps)[1:]
-            print(f"round {r + 1}/{args.rounds}: ours {statistics.median(t['total'] for t in results['ours']):.2f} s,"
-                  f" plain {statistics.median(t['total'] for t in results['plain']):.2f} s", flush=True)
+            ours, plain = interleaved(make_data_loader(root, args.size), make_data_loader(root, args.size),
+                                      args.size, args.steps, Path(tmp) / f"round{r}")
+            for i, (o, p) in enumerate(zip(ours, plain, strict=True)):
+                print(f"round {r + 1} step {i + 1}: ours {o['total']:.2f} s, plain {p['total']:.2f} s"
+                      + (" (warm-up)" if i == 0 else ""), flush=True)
+            results["ours"] += ours[1:]
+            results["plain"] += plain[1:]
 
     print(f"\nCycleGAN train step, {args.size}x{args.size}, batch 1, resnet_9blocks ngf=64 + PatchGAN ndf=64, CPU "
           f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}); "
-          f"{args.rounds} interleaved rounds x {args.steps - 1} counted steps")
+          f"{args.rounds} round(s) x {args.steps - 1} counted steps, interleaved step by step")
     print(f"{'':10s}{'total s':>9s}{'data':>9s}{'forward':>9s}{'backward':>9s}{'optimiser':>10s}")
     med = {}
     for name, rows in results.items():
