@@ -118,3 +118,33 @@ def test_model_mode_translates_then_measures(tmp_path) -> None:
     assert [r["psnr"] for r in out["per_image"]] == pytest.approx(want, abs=0.01)
     missing = run("--model", str(model), "--data", str(data), "--split", "val")
     assert missing.exit_code == 2 and "valA: no such folder" in missing.output
+
+
+def test_model_mode_on_side_by_side_ab_images(tmp_path) -> None:
+    """The reference layout (test/*.png holding A|B): split in memory of a scratch folder, the same
+    numbers as with testA/testB folders, the dataset untouched, an unreadable AB file named."""
+    import torch
+
+    from img2img.checkpoints import save_model
+    from img2img.networks import registry
+
+    torch.manual_seed(0)
+    kwargs = registry.resolve_kwargs("unet", num_downs=5, ngf=4)
+    net = registry.build("unet", **kwargs).eval()
+    model = save_model(net, tmp_path / "m.safetensors", arch="unet", kwargs=kwargs, value_range=(-1.0, 1.0))
+    folders, ab = tmp_path / "folders", tmp_path / "ab"
+    for i in range(2):
+        a, b = smooth_rgb(32, 32, seed=i), smooth_rgb(32, 32, seed=10 + i)
+        write(folders / "testA" / f"{i}.png", a)
+        write(folders / "testB" / f"{i}.png", b)
+        write(ab / "test" / f"{i}.png", np.concatenate([a, b], axis=1))
+    before = sorted(p.name for p in ab.rglob("*"))
+    want = json.loads(run("--model", str(model), "--data", str(folders), "--json").output)
+    got = run("--model", str(model), "--data", str(ab), "--json")
+    assert got.exit_code == 0, got.output
+    assert json.loads(got.output)["per_image"] == want["per_image"]
+    assert sorted(p.name for p in ab.rglob("*")) == before
+    (ab / "test" / "2.png").write_bytes(b"not an image")
+    bad = run("--model", str(model), "--data", str(ab))
+    assert bad.exit_code == 1 and "2.png: not a recognised image" in bad.output
+    assert "2 image(s)" in bad.output  # the readable ones are still measured

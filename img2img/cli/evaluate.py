@@ -167,8 +167,10 @@ def report_json(report: EvalReport) -> str:
 @click.argument("target_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--model", "model", help="Translate/upscale --data's inputs with this model first (NAME|FILE|RUN_DIR).")
 @click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="With --model: dataset root with {split}A and {split}B folders (or see --inputs/--targets).")
-@click.option("--split", default="test", show_default=True, help="With --model: inputs {split}A, targets {split}B.")
+              help="With --model: dataset root with {split}A and {split}B folders, or {split}/ of side-by-side "
+                   "AB images (or see --inputs/--targets).")
+@click.option("--split", default="test", show_default=True,
+              help="With --model: inputs {split}A, targets {split}B (or the halves of {split}/*).")
 @click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB", show_default=True,
               help="With --model: BtoA translates {split}B and compares with {split}A (and picks g_ba of a cycle run).")
 @click.option("--inputs", default=None, help="With --model: input folder, relative to --data (overrides --split).")
@@ -216,8 +218,8 @@ def eval_command(
             if pred_dir is not None or data_dir is None:
                 fail("--model needs --data DIR and no PRED_DIR/TARGET_DIR arguments")
             assert data_dir is not None
-            src, target_dir = _model_folders(data_dir, split, direction, inputs, targets)
-            pred_dir = Path(tmp)
+            src, target_dir, unsplit = _model_folders(data_dir, split, direction, inputs, targets, Path(tmp) / "split")
+            pred_dir = Path(tmp) / "predictions"
             failed = _predict(model, src, pred_dir, ctx.device, direction)
         elif pred_dir is None or target_dir is None:
             fail("give PRED_DIR and TARGET_DIR, or --model M --data DIR")
@@ -233,6 +235,7 @@ def eval_command(
             for path, reason in failed:
                 report.failures = [f for f in report.failures if f"no prediction named {path.stem}." not in f]
                 report.failures.append(f"{path}: {reason}")
+            report.failures += unsplit
     if as_json:
         click.echo(report_json(report))
     else:
@@ -245,19 +248,34 @@ def eval_command(
 
 
 def _model_folders(
-    data_dir: Path, split: str, direction: str, inputs: str | None, targets: str | None
-) -> tuple[Path, Path]:
-    """(input folder, target folder) for ``--model`` evaluation."""
+    data_dir: Path, split: str, direction: str, inputs: str | None, targets: str | None, scratch: Path
+) -> tuple[Path, Path, list[str]]:
+    """(input folder, target folder, AB images that could not be split) for ``--model`` evaluation.
+
+    ``{split}A`` / ``{split}B`` folders, or the reference layout of side-by-side AB images in
+    ``{split}/``, which are split into ``scratch`` first (the dataset is never written to).
+    """
+    unsplit: list[str] = []
     a, b = data_dir / f"{split}A", data_dir / f"{split}B"
+    if not (inputs or targets or a.is_dir() or b.is_dir()) and (data_dir / split).is_dir():
+        from img2img.data import DataError
+        from img2img.data.tools import split as split_ab
+
+        try:
+            split_report = split_ab(data_dir / split, scratch)
+        except DataError as e:
+            fail(str(e), EXIT_USAGE)
+        if not split_report.written:
+            fail(f"{data_dir / split}: no side-by-side AB image could be split ({'; '.join(split_report.failed)})")
+        unsplit = split_report.failed
+        a, b = scratch / "A", scratch / "B"
     src, dst = (a, b) if direction == "AtoB" else (b, a)
     src = data_dir / inputs if inputs else src
     dst = data_dir / targets if targets else dst
     for folder, option in ((src, "--inputs"), (dst, "--targets")):
         if not folder.is_dir():
-            hint = " (side-by-side AB images: split them first with `img2img data split`)" if (
-                data_dir / split).is_dir() else ""
-            fail(f"{folder}: no such folder; pass {option} or --split{hint}")
-    return src, dst
+            fail(f"{folder}: no such folder; pass {option} or --split")
+    return src, dst, unsplit
 
 
 def _predict(model: str, inputs: Path, out: Path, device: str, direction: str) -> list[tuple[Path, str]]:

@@ -86,7 +86,8 @@ def run_method(method: str, options: dict[str, Any]) -> None:
     if ctx.verbosity > 0:
         losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
         click.echo(f"trained {result.step}/{result.total_steps} steps; {losses}")
-        click.echo(f"model: {result.run_dir} (use: img2img translate SRC DST --model {result.run_dir})")
+        command = "upscale" if method == "srgan" else "translate"
+        click.echo(f"model: {result.run_dir} (use: img2img {command} SRC DST --model {result.run_dir})")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,13 @@ class RunMonitor:
     Train records: ``{"kind": "train", "step", "epoch", "<loss>": mean over the interval,
     "lr_<optimiser>", "it_per_s"}``; validation: ``{"kind": "val", "step", "psnr", "ssim", "l1"}``;
     ``step`` counts completed steps. On resume, records beyond the resumed step are dropped first.
+
+    ``progress``: a tqdm bar on a terminal; when stderr is not a terminal (a pipe, a log file, a
+    batch job) a plain progress line instead, at most every ``PLAIN_EVERY_S`` seconds, since a
+    bar's carriage returns would make the log one endless line.
     """
+
+    PLAIN_EVERY_S = 30.0
 
     def __init__(
         self,
@@ -70,8 +77,12 @@ class RunMonitor:
         self.log_path = run_dir / LOG_NAME
         _truncate_log(self.log_path, start_step)
         self._log = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self.bar = tqdm(total=total_steps, initial=start_step, disable=not progress, dynamic_ncols=True,
-                        unit="step")
+        terminal = sys.stderr.isatty()
+        self.bar = tqdm(total=total_steps, initial=start_step, disable=not (progress and terminal),
+                        dynamic_ncols=True, unit="step")
+        self._plain = progress and not terminal
+        self._total = total_steps
+        self._last_plain = time.perf_counter()
         self.tb = None
         if tensorboard and importlib.util.find_spec("tensorboard") is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -100,6 +111,10 @@ class RunMonitor:
         record["it_per_s"] = (step - self._since) / max(now - self._t0, 1e-9)
         self._write(record)
         self.bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()}, refresh=False)
+        if self._plain and (now - self._last_plain >= self.PLAIN_EVERY_S or step >= self._total):
+            losses = ", ".join(f"{k} {v:.3g}" for k, v in means.items())
+            print(f"step {step}/{self._total}: {losses}, {record['it_per_s']:.3g} step/s", file=sys.stderr, flush=True)
+            self._last_plain = now
         if self.tb is not None:
             for k, v in means.items():
                 self.tb.add_scalar(f"loss/{k}", v, step)
