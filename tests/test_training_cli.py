@@ -113,3 +113,18 @@ def test_missing_data_and_existing_run(dataset, tmp_path) -> None:
     assert train("--data", str(dataset), "--out", str(run), "--steps", "1", *TINY).exit_code == 0
     again = train("--data", str(dataset), "--out", str(run), "--steps", "2", *TINY)
     assert again.exit_code == 2 and "pass --resume" in again.output
+
+
+def test_progress_in_a_pipe_is_plain_lines(dataset, tmp_path, monkeypatch) -> None:
+    """Not a terminal (CliRunner's stderr, like a log file): no bar's carriage returns, but a
+    plain line per PLAIN_EVERY_S seconds and one at the end."""
+    from img2img.training.monitor import RunMonitor
+
+    monkeypatch.setattr(RunMonitor, "PLAIN_EVERY_S", 0.0)
+    result = CliRunner().invoke(cli, ["train", "pix2pix", "--data", str(dataset), "--out", str(tmp_path / "r"),
+                                      "--steps", "3", *TINY])
+    assert result.exit_code == 0, result.output
+    assert "\r" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("step ") and "step/s" in line]
+    assert [line.split(":")[0] for line in lines] == ["step 1/3", "step 2/3", "step 3/3"]
+    assert "g_l1" in lines[-1] and "img2img translate SRC DST --model" in result.output
