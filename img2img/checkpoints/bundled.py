@@ -3,7 +3,8 @@
 Search order (first hit wins):
 
 1. ``$IMG2IMG_WEIGHTS_DIR`` when set;
-2. the repository's ``weights/`` folder next to the package (a source checkout ships the defaults there);
+2. the shipped defaults: ``weights/`` inside the installed package (a wheel), or the repository's
+   ``weights/`` folder next to the package (a source checkout or editable install);
 3. the user cache, ``$XDG_CACHE_HOME/img2img`` or ``~/.cache/img2img``.
 
 Nothing is downloaded: a name that is in none of them is an error listing what is available.
@@ -49,10 +50,13 @@ def default_upscaler_name(scale: int) -> str:
 
 
 def repo_weights_dir() -> Path:
-    """``weights/`` beside the ``img2img`` package (exists in a source checkout)."""
+    """The shipped ``weights/`` folder: inside the package when installed from a wheel (pyproject
+    maps the repository's ``weights/`` to ``img2img/weights``), else beside the package (a checkout)."""
     import img2img
 
-    return Path(img2img.__file__).resolve().parents[1] / "weights"
+    package = Path(img2img.__file__).resolve().parent
+    inside = package / "weights"
+    return inside if inside.is_dir() else package.parent / "weights"
 
 
 def cache_dir() -> Path:

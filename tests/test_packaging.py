@@ -1,0 +1,49 @@
+"""The package as users install it: every subpackage in the wheel, the default upscalers inside it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_subpackage_is_listed_in_pyproject() -> None:
+    """pyproject lists packages explicitly (to map weights/ into the wheel): a new subpackage
+    missing from the list would be missing from every installed copy."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "img2img").rglob("__init__.py")
+    }
+    assert set(setuptools["packages"]) == found | {"img2img.weights"}
+    assert setuptools["package-dir"] == {"img2img.weights": "weights"}
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_default_upscalers(tmp_path: Path) -> None:
+    """Built from a copy of the sources: the wheel holds weights/*.safetensors as img2img/weights,
+    and an installed (unpacked) copy finds them there, not in a checkout."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for folder in ("img2img", "weights"):
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src),
+                    "-w", str(tmp_path / "dist")], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("img2img-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"img2img/weights/{p.name}" for p in (ROOT / "weights").glob("*.safetensors")}
+    assert shipped and shipped <= names
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    code = ("from img2img.checkpoints.bundled import find_bundled; "
+            "print(find_bundled('img2img-sr-x4'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"}).stdout.strip()
+    assert out == str(tmp_path / "site" / "img2img" / "weights" / "img2img-sr-x4.safetensors")
