@@ -27,6 +27,18 @@ def test_yaml_fills_the_dataclass_and_cli_wins(tmp_path) -> None:
     assert config.lr == 1.0 and isinstance(config.lr, float)  # int widened to the field's float
 
 
+def test_exponent_floats_without_a_dot_are_floats(tmp_path) -> None:
+    """YAML 1.1 (PyYAML) reads `1e-4` as a string; a float field takes it as the number it is."""
+    from img2img.training.methods.pix2pix import Pix2Pix
+
+    cfg_file = tmp_path / "p.yaml"
+    cfg_file.write_text("data: d\nout: o\nlr: 1e-4\nema_decay: 9.99e-1\n")
+    config = resolve_config(Pix2Pix, options={}, config_file=cfg_file)
+    assert (config.lr, config.ema_decay) == (1e-4, 0.999)
+    with pytest.raises(ConfigError, match=r"option 'lr' must be float, got 'fast'"):
+        resolve_config(Pix2Pix, options={"lr": "fast"}, config_file=cfg_file)
+
+
 def test_unknown_keys_and_bad_types_name_the_file(tmp_path) -> None:
     from img2img.training.methods.pix2pix import Pix2Pix
 

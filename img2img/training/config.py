@@ -213,6 +213,8 @@ def _coerce(source: str, key: str, value: Any, hint: Any) -> Any:
     elif hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is float:
+        if isinstance(value, str):  # PyYAML reads `1e-4` (no dot) as a string, as YAML 1.1 says
+            value = _float_or_str(value)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
     elif hint is str:
@@ -228,3 +230,10 @@ def _coerce(source: str, key: str, value: Any, hint: Any) -> Any:
         want = "a list of strings" if origin is tuple else getattr(hint, "__name__", str(hint))
         raise ConfigError(f"{source}: option {key!r} must be {want}, got {value!r}")
     return value
+
+
+def _float_or_str(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
