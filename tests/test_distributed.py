@@ -147,3 +147,22 @@ def test_without_torchrun_nothing_changes(monkeypatch) -> None:
     assert distributed.train_sampler(10, seed=0) is None
     with distributed.session("cpu") as device:
         assert device is None
+
+
+def test_torchrun_environment_is_read_once_for_training_and_inference(monkeypatch) -> None:
+    """One reader (img2img.torchrun); each side reports a bad launch in its own error type."""
+    from img2img.inference import sharding
+    from img2img.inference.engine import InferenceError
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.env_info() == sharding._env_shard() == distributed.DistInfo(1, 2, 1)
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ConfigError, match=r"RANK 2 is outside \[0, WORLD_SIZE=2\)"):
+        distributed.env_info()
+    with pytest.raises(InferenceError, match=r"RANK 2 is outside"):
+        sharding._env_shard()
+    monkeypatch.setenv("RANK", "one")
+    with pytest.raises(ConfigError, match="not integers"):
+        distributed.env_info()

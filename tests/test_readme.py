@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-import numpy as np
 import pytest
 import torch
 from PIL import Image

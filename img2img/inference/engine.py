@@ -299,7 +299,7 @@ class Engine:
         return out.to(x.device)
 
     def run_folder(self, src: Any, dst: Any, **options: Any) -> Any:
-        """Run over files: see ``img2img.inference.pipeline.run_files`` for ``options``."""
+        """Run over files: ``recursive``, ``suffix``, ``fmt`` plan the jobs (``plan_jobs``), the rest go to ``run_jobs``."""
         from img2img.inference.pipeline import plan_jobs, run_jobs
 
         plan_options = {k: options.pop(k) for k in ("recursive", "suffix", "fmt") if k in options}

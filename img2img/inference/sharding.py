@@ -8,16 +8,13 @@ reports over a gloo group (only file names and counts travel), so every process 
 rank 0 prints the summary and every process exits 1 when any file failed anywhere.
 
 Without torchrun's variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) nothing here changes
-anything. Training has its own counterpart (``img2img.training.distributed``); inference does not
-import training, so the few lines that read the environment exist in both.
+anything. Reading them is shared with training's DDP (``img2img.torchrun``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,36 +22,20 @@ import torch.distributed as dist
 
 from img2img.inference.engine import InferenceError, select_device
 from img2img.inference.pipeline import Job, RunReport
+from img2img.torchrun import RankInfo, TorchrunEnvironmentError, from_environment
 
 __all__ = ["Shard", "device_for", "merge", "session", "take"]
 
 
-@dataclass(frozen=True)
-class Shard:
-    """This process's share of a run: global rank, number of processes, rank on its machine."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+# This process's share of a run: global rank, number of processes, rank on its machine.
+Shard = RankInfo
 
 
 def _env_shard() -> Shard | None:
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return None
     try:
-        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-    except ValueError:
-        raise InferenceError(
-            "RANK / WORLD_SIZE / LOCAL_RANK are not integers (launch with torchrun)"
-        ) from None
-    if not 0 <= rank < world:
-        raise InferenceError(f"RANK {rank} is outside [0, WORLD_SIZE={world})")
-    return Shard(rank=rank, world_size=world, local_rank=local)
+        return from_environment()
+    except TorchrunEnvironmentError as e:
+        raise InferenceError(str(e)) from None
 
 
 @contextlib.contextmanager

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,6 +33,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from img2img import torchrun
 from img2img.training.config import ConfigError
 from img2img.training.state import CheckpointError
 
@@ -58,42 +57,23 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class DistInfo:
-    """This process's place in the job: global rank, number of processes, rank on its machine."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+# This process's place in the job: global rank, number of processes, rank on its machine.
+DistInfo = torchrun.RankInfo
 
 
 def env_info() -> DistInfo | None:
     """What torchrun put in the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), or None."""
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return None
     try:
-        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-    except ValueError:
-        raise ConfigError(
-            f"RANK={os.environ['RANK']!r} / WORLD_SIZE={os.environ['WORLD_SIZE']!r} are not integers "
-            "(launch with torchrun)"
-        ) from None
-    if not 0 <= rank < world:
-        raise ConfigError(f"RANK {rank} is outside [0, WORLD_SIZE={world})")
-    return DistInfo(rank=rank, world_size=world, local_rank=local)
+        return torchrun.from_environment()
+    except torchrun.TorchrunEnvironmentError as e:
+        raise ConfigError(str(e)) from None
 
 
 def current() -> DistInfo | None:
     """The process group this process trains in, or None (no group, or a group of one)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
         return None
-    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                    local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=torchrun.local_rank())
 
 
 def is_main() -> bool:
