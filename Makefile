@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 ## Upscale the bundled sample photo with the bundled default model into demo_out/.
 demo: $(STAMP)
 	$(BIN)/img2img upscale assets/sample.png demo_out/ --overwrite
-	@echo "wrote demo_out/ (see README: 'The demo')"
+	@echo "wrote demo_out/sample.png: assets/sample.png upscaled x4 by the bundled img2img-sr-x4 (weights/img2img-sr-x4.md)"
 
 ## The whole test suite, including the import-layer contracts.
 test: $(STAMP)
