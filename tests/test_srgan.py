@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torchvision.models import VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
+from img2img.checkpoints import load_model
 from img2img.training.config import ConfigError, build_config
 from img2img.training.loop import fit
 from img2img.training.method import StepContext
@@ -230,3 +231,35 @@ def test_zero_last_init_starts_at_the_bilinear_skip(tmp_path, offline):
     first = next(m for m in method.nets["g"].modules() if isinstance(m, torch.nn.Conv2d))
     # PyTorch's default init: U(+-1/sqrt(27)), std 0.111; BasicSR's Kaiming x 0.1 has std 0.027.
     assert 0.08 < float(first.weight.detach().std()) < 0.14
+
+
+def test_init_from_starts_the_generator_from_a_model(tmp_path, offline):
+    """A finished phase-1 run starts a fresh run's generator (the paper's SRGAN-from-SRResNet);
+    other sizes are refused naming both; --resume takes the checkpoint, not the file."""
+    first = _config(tmp_path, steps=3, pretrain_steps=3, val_every=0, lr_g=1e-2)
+    fit(SRGAN(first), train_loader=_batches(3), run_dir=tmp_path / "run", device=torch.device("cpu"), progress=False)
+    trained = load_model(tmp_path / "run")
+
+    second = _config(tmp_path, steps=2, pretrain_steps=0, perceptual="none", val_every=0,
+                     init_from=str(tmp_path / "run"), out=str(tmp_path / "gan"))
+    method = SRGAN(second)
+    method.initialise()
+    for k, v in trained.net.state_dict().items():
+        assert torch.equal(method.nets["g"].state_dict()[k], v), k
+    fit(SRGAN(second), train_loader=_batches(2), run_dir=tmp_path / "gan", device=torch.device("cpu"),
+        progress=False)
+    assert load_model(tmp_path / "gan").provenance["init_from"] == str(tmp_path / "run")
+
+    wider = _config(tmp_path, num_feat=16, pretrain_steps=4, init_from=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match=r"holds msrresnet\(.*num_feat=8.*but this run trains msrresnet\(.*num_feat=16"):
+        SRGAN(wider).initialise()
+    with pytest.raises(ConfigError, match="init_from: .*missing"):
+        SRGAN(_config(tmp_path, pretrain_steps=4, init_from=str(tmp_path / "missing"))).initialise()
+
+    # Resuming never reads init_from (the file may be gone by then).
+    (tmp_path / "run" / "model.safetensors").unlink()
+    resumed = _config(tmp_path, steps=3, pretrain_steps=0, perceptual="none", val_every=0,
+                      init_from=str(tmp_path / "run"), out=str(tmp_path / "gan"))
+    result = fit(SRGAN(resumed), train_loader=_batches(3), run_dir=tmp_path / "gan", device=torch.device("cpu"),
+                 progress=False, resume=True)
+    assert result.step == 3

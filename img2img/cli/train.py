@@ -134,6 +134,9 @@ def pix2pix(**options: Any) -> None:
 @click.option("--adv-weight", type=float, help="Weight of the adversarial loss (1e-3).")
 @click.option("--lr-g", type=float, help="Generator Adam learning rate (1e-4).")
 @click.option("--lr-d", type=float, help="Discriminator Adam learning rate (1e-4).")
+@click.option("--init-from", type=str,
+              help="Start the generator from this model (run dir, .safetensors or reference .pth), e.g. the "
+                   "SRResNet for phase 2 or a run to fine-tune; same architecture and sizes.")
 @click.option("--val-data", type=click.Path(file_okay=False), help="Held-out HR folder for validation PSNR/SSIM.")
 @click.option("--val-every", type=int, help="Validate every N steps (PSNR/SSIM on Y, border crop = scale).")
 def srgan(**options: Any) -> None:

@@ -273,6 +273,8 @@ def fit(
     method.to(device, channels_last=channels_last)
     autocast_dtype = resolve_precision(config.precision, device)
     scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
+    if not resume:
+        method.initialise()  # e.g. generator weights from --init-from; a resumed run has its checkpoint
     emas = {name: EMA(method.nets[name], config.ema_decay) for name in method.ema_nets if config.ema_decay > 0}
     for opt in method.optimizers.values():
         for group in opt.param_groups:

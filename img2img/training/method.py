@@ -206,6 +206,10 @@ class Method(ABC):
         """
         self.total_steps = total_steps
 
+    def initialise(self) -> None:
+        """Called by the loop for a fresh run only (never on ``--resume``), after ``setup`` and
+        before EMA copies are taken: e.g. start weights from a file. The default does nothing."""
+
     def dataset_options(self) -> dict[str, Any]:
         """Extra keyword arguments for ``img2img.data.build_dataset`` (e.g. ``{"scale": 4}`` for SR);
         the loop already passes ``image_size``, ``seed``, ``preprocess`` and ``load_size``."""

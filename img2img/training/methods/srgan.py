@@ -49,6 +49,11 @@ class SRGANConfig(TrainConfig):
         the model starts as exactly its bilinear/upsampling skip and leaves that plateau much faster
         (measured: MSRResNet x2, fixed batch, MSE halves in ~50 steps instead of not moving).
     pretrain_steps: phase 1 length (pixel loss only); the remaining ``steps`` are phase 2.
+    init_from: a model (run directory, our ``.safetensors``, or a reference file such as BasicSR's
+        MSRResNet / RRDBNet) whose weights start the generator of a fresh run: the paper's SRGAN
+        starts from its trained SRResNet (``--pretrain-steps 0 --init-from RUN``), and a finished
+        run can be fine-tuned (e.g. on larger crops). Its architecture and kwargs must equal this
+        run's generator. Not read on ``--resume``: the checkpoint holds the weights.
     pixel_loss: ``l2`` (MSE, as the paper), ``l1`` or ``charbonnier``; phase 1 weight is 1.
     pixel_weight: weight of the pixel loss in phase 2 (0 in the paper).
     perceptual: ``vgg`` (VGG19 feature loss) or ``none``.
@@ -69,6 +74,7 @@ class SRGANConfig(TrainConfig):
     num_block: int = 0
     init: str = "network"
     pretrain_steps: int = 0
+    init_from: str = ""
     pixel_loss: str = "l2"
     pixel_weight: float = 0.0
     perceptual: str = "vgg"
@@ -253,11 +259,36 @@ class SRGAN(Method):
         sr = nets["g"](batch["lr"]).clamp(0, 1)
         return Prediction(input=batch["lr"], output=sr, target=batch.get("hr"))
 
+    def initialise(self) -> None:
+        cfg = self.config
+        if not cfg.init_from:
+            return
+        from img2img.checkpoints import CheckpointError, load_model
+
+        try:
+            start = load_model(cfg.init_from)
+        except CheckpointError as e:
+            raise ConfigError(f"init_from: {e}") from None
+        found = (start.arch, registry.resolve_kwargs(start.arch, **start.kwargs))
+        wanted = (cfg.arch, cfg.generator_kwargs())
+        if found != wanted:
+            raise ConfigError(
+                f"init_from {cfg.init_from}: holds {_describe(*found)}, but this run trains {_describe(*wanted)}; "
+                "pass the matching --arch / --scale / --num-feat / --num-block"
+            )
+        self.nets["g"].load_state_dict(start.net.state_dict())
+
     def exports(self) -> list[Export]:
         cfg = self.config
         info = {"phase": "srresnet" if not cfg.has_phase2 else "srgan", "pretrain_steps": cfg.pretrain_steps}
+        if cfg.init_from:
+            info["init_from"] = cfg.init_from
         return [Export(file="model", net="g", arch=cfg.arch, kwargs=cfg.generator_kwargs(),
                        value_range=(0.0, 1.0), scale=cfg.scale, info=info)]
+
+
+def _describe(arch: str, kwargs: dict[str, Any]) -> str:
+    return f"{arch}({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
 
 
 def _zero_last_init(net: nn.Module) -> None:
