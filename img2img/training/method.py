@@ -209,6 +209,7 @@ class Method(ABC):
     def initialise(self) -> None:
         """Called by the loop for a fresh run only (never on ``--resume``), after ``setup`` and
         before EMA copies are taken: e.g. start weights from a file. The default does nothing."""
+        return None
 
     def dataset_options(self) -> dict[str, Any]:
         """Extra keyword arguments for ``img2img.data.build_dataset`` (e.g. ``{"scale": 4}`` for SR);
