@@ -6,6 +6,9 @@ OUT_DIR/train: the freely licensed photos shipped inside scikit-image's wheel, m
 ones, plus synthetic images (anti-aliased shapes, lines and text-like strokes drawn at 4x and
 reduced, so their edges are clean). OUT_DIR/val: the held-out photos (HELD_OUT), never trained on;
 ``coffee`` is among them because assets/sample.png (the demo photo) is made from it.
+OUT_DIR/extra: one more photo from another source (matplotlib's sample data: ``grace_hopper.jpg``,
+a public-domain U.S. Navy portrait), used for no decision at all: a second check on the cards'
+held-out figures, since the recipe was chosen while looking at val/.
 Grey images are written as RGB. Deterministic (fixed seed).
 """
 
@@ -75,8 +78,13 @@ def main(out: Path) -> None:
         _synthetic(rng).save(out / "train" / f"synthetic_{i:02d}.png")
     for name in HELD_OUT:
         _photo(name).save(out / "val" / f"{name}.png")
+    (out / "extra").mkdir(exist_ok=True)
+    from matplotlib import cbook  # a dev dependency, like scikit-image
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        Image.open(f).convert("RGB").save(out / "extra" / "grace_hopper.png")
     print(f"{out}: {len(TRAIN_PHOTOS)} photos + {N_SYNTHETIC} synthetic images in train/, "
-          f"{len(HELD_OUT)} held-out photos in val/ ({', '.join(HELD_OUT)})")
+          f"{len(HELD_OUT)} held-out photos in val/ ({', '.join(HELD_OUT)}), grace_hopper in extra/")
 
 
 if __name__ == "__main__":
