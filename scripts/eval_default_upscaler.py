@@ -1,6 +1,6 @@
 """Held-out PSNR/SSIM of an upscaler against bicubic, and its CPU speed.
 
-    python scripts/eval_default_upscaler.py MODEL --scale 4 [--photos DIR] [--threads 2] [--speed]
+    python scripts/eval_default_upscaler.py MODEL --scale 4 [--photos DIR ...] [--threads 2] [--speed] [--json CARD]
 
 MODEL is a bundled name (img2img-sr-x4), a .safetensors file or a run directory. For each photo
 (default: the held-out skimage photos written by scripts/default_upscaler_data.py into DIR/val):
@@ -10,12 +10,14 @@ bicubic, 8-bit, img2img.data.degrade.bicubic_downscale); two bicubic baselines: 
 here); the gain is measured against the better of the two per photo; ours = the model through the
 tiled engine. Outputs are
 rounded to 8 bits, then PSNR/SSIM on Y (BT.601 studio range) with a border crop of ``scale``
-(img2img.metrics, the BasicSR convention). Prints a Markdown table.
+(img2img.metrics, the BasicSR convention). Prints a Markdown table per photo folder; ``--json``
+also writes the figures as data (the model card's ``.json`` beside its ``.md``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -78,32 +80,48 @@ def speed(model_source: str, *, side: int, repeats: int = 2) -> float:
     return best
 
 
+def print_table(rows: list[dict[str, float | str]], scale: int) -> dict[str, float]:
+    """The Markdown table of ``rows`` with a mean row; returns the means."""
+    keys = ("psnr_pil", "psnr_bicubic", "psnr_ours", "gain", "ssim_bicubic", "ssim_ours")
+    means = {k: float(np.mean([float(r[k]) for r in rows])) for k in keys}
+    print(f"| photo (x{scale}) | size | PSNR-Y bicubic PIL (a=-0.5) | PSNR-Y bicubic torch (a=-0.75) | "
+          "PSNR-Y ours | gain vs better bicubic | SSIM-Y bicubic torch | SSIM-Y ours |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in [*rows, {"photo": "**mean**", "size": "", **means}]:
+        print(f"| {r['photo']} | {r['size']} | {r['psnr_pil']:.2f} | {r['psnr_bicubic']:.2f} | {r['psnr_ours']:.2f} | "
+              f"{r['gain']:+.2f} | {r['ssim_bicubic']:.4f} | {r['ssim_ours']:.4f} |")
+    return means
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
     parser.add_argument("--scale", type=int, required=True)
-    parser.add_argument("--photos", type=Path, default=Path("runs/sr_data/val"))
+    parser.add_argument("--photos", type=Path, nargs="+", default=[Path("runs/sr_data/val")],
+                        help="folders of .png photos (default runs/sr_data/val); one table each")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--speed", action="store_true", help="also time a 1-megapixel output")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    photos = sorted(args.photos.glob("*.png"))
-    if not photos:
-        raise SystemExit(f"{args.photos}: no .png photos (run scripts/default_upscaler_data.py first)")
-    rows = evaluate(args.model, scale=args.scale, photos=photos)
-    for r in rows:
-        r["gain"] = float(r["psnr_ours"]) - max(float(r["psnr_pil"]), float(r["psnr_bicubic"]))
-    print(f"| photo (x{args.scale}) | size | PSNR-Y bicubic PIL (a=-0.5) | PSNR-Y bicubic torch (a=-0.75) | "
-          "PSNR-Y ours | gain vs better bicubic | SSIM-Y bicubic torch | SSIM-Y ours |")
-    print("|---|---|---|---|---|---|---|---|")
-    keys = ("psnr_pil", "psnr_bicubic", "psnr_ours", "gain", "ssim_bicubic", "ssim_ours")
-    for r in [*rows, {"photo": "**mean**", "size": "", **{k: float(np.mean([float(r[k]) for r in rows])) for k in keys}}]:
-        print(f"| {r['photo']} | {r['size']} | {r['psnr_pil']:.2f} | {r['psnr_bicubic']:.2f} | {r['psnr_ours']:.2f} | "
-              f"{r['gain']:+.2f} | {r['ssim_bicubic']:.4f} | {r['ssim_ours']:.4f} |")
+    card: dict = {"model": args.model, "scale": args.scale, "metric": "PSNR/SSIM on Y (BT.601 studio range), "
+                  f"border {args.scale} px, 8-bit outputs; gain vs the better bicubic", "folders": {}}
+    for folder in args.photos:
+        photos = sorted(folder.glob("*.png"))
+        if not photos:
+            raise SystemExit(f"{folder}: no .png photos (run scripts/default_upscaler_data.py first)")
+        rows = evaluate(args.model, scale=args.scale, photos=photos)
+        for r in rows:
+            r["gain"] = float(r["psnr_ours"]) - max(float(r["psnr_pil"]), float(r["psnr_bicubic"]))
+        print(f"\n{folder}:")
+        card["folders"][folder.name] = {"per_photo": rows, "mean": print_table(rows, args.scale)}
     if args.speed:
         side = 1024 // args.scale
         t = speed(args.model, side=side)
+        card["seconds_1mp_output"] = {"threads": args.threads, "input": f"{side}x{side}", "seconds": round(t, 3)}
         print(f"\nCPU speed ({args.threads} threads): {side}x{side} -> 1024x1024 (1 MP output) in {t:.2f} s")
+    if args.json:
+        args.json.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

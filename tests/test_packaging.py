@@ -47,3 +47,21 @@ def test_the_wheel_carries_the_default_upscalers(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin"}).stdout.strip()
     assert out == str(tmp_path / "site" / "img2img" / "weights" / "img2img-sr-x4.safetensors")
+
+
+def test_every_shipped_model_has_its_card_and_figures() -> None:
+    """weights/NAME.safetensors comes with NAME.md (the card) and NAME.json (its measured figures,
+    written by scripts/eval_default_upscaler.py --json): each mean is the mean of its rows."""
+    import json
+
+    models = sorted((ROOT / "weights").glob("*.safetensors"))
+    assert models
+    for model in models:
+        assert model.with_suffix(".md").is_file(), model.name
+        card = json.loads(model.with_suffix(".json").read_text())
+        assert card["model"] == model.stem and "val" in card["folders"]
+        for folder in card["folders"].values():
+            rows = folder["per_photo"]
+            mean_gain = sum(r["gain"] for r in rows) / len(rows)
+            assert abs(folder["mean"]["gain"] - mean_gain) < 1e-9
+            assert all(r["gain"] == r["psnr_ours"] - max(r["psnr_pil"], r["psnr_bicubic"]) for r in rows)
