@@ -12,6 +12,7 @@ from torchvision.models import VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
 from img2img.checkpoints import load_model
+from img2img.networks import build
 from img2img.training.config import ConfigError, build_config
 from img2img.training.loop import fit
 from img2img.training.method import StepContext
@@ -263,3 +264,16 @@ def test_init_from_starts_the_generator_from_a_model(tmp_path, offline):
     result = fit(SRGAN(resumed), train_loader=_batches(3), run_dir=tmp_path / "gan", device=torch.device("cpu"),
                  progress=False, resume=True)
     assert result.step == 3
+
+
+def test_init_from_a_basicsr_reference_file(tmp_path, offline):
+    """A BasicSR-layout file (``{'params_ema': state_dict}``, e.g. a released MSRResNet) starts the
+    generator: its architecture and sizes are detected from the keys, then the weights are copied."""
+    torch.manual_seed(3)
+    reference = build("msrresnet", scale=SCALE, num_feat=8, num_block=1)
+    path = tmp_path / "MSRResNet_x2_basicsr.pth"
+    torch.save({"params_ema": reference.state_dict()}, path)
+    method = SRGAN(_config(tmp_path, pretrain_steps=4, init_from=str(path)))
+    method.initialise()
+    for k, v in reference.state_dict().items():
+        assert torch.equal(method.nets["g"].state_dict()[k], v), k
