@@ -33,7 +33,9 @@ __all__ = [
     "SUPPORTED_SUFFIXES",
     "Image",
     "ImageIOError",
+    "BT601_LUMA",
     "is_image_path",
+    "list_image_files",
     "pixels_to_tensor",
     "read_image",
     "tensor_to_pixels",
@@ -41,6 +43,9 @@ __all__ = [
 ]
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
+
+# BT.601 luma weights (R, G, B): colour -> gray for 1-channel models and colour-space maths.
+BT601_LUMA: tuple[float, float, float] = (0.299, 0.587, 0.114)
 
 # Decompression-bomb guard: a 250 MP image is already ~750 MB as 8-bit RGB (1.5 GB at 16 bits).
 DEFAULT_MAX_PIXELS: int = 250_000_000
@@ -161,6 +166,23 @@ def _check_fields(pixels: object, alpha: object) -> None:
 def is_image_path(path: str | os.PathLike[str]) -> bool:
     """True when the suffix is one we read and write (case-insensitive); the content is not opened."""
     return Path(path).suffix.lower() in SUPPORTED_SUFFIXES
+
+
+def list_image_files(folder: str | os.PathLike[str], *, recursive: bool = False) -> list[Path]:
+    """Image files (by suffix) in ``folder``, sorted; hidden names (``.x``) and what is under them skipped.
+
+    The one listing rule for every command that takes a folder of images (training data, the folder
+    pipeline, eval), so a file is never an input to one command and invisible to another.
+    """
+    folder = Path(folder)
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        p
+        for p in found
+        if p.is_file()
+        and is_image_path(p)
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 # ------------------------------------------------------------------------------------------- reading

@@ -56,9 +56,8 @@ def list_images(root: Path) -> dict[str, Path]:
     from img2img import image_io
 
     found: dict[str, Path] = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and image_io.is_image_path(p):
-            found.setdefault(p.relative_to(root).with_suffix("").as_posix(), p)
+    for p in image_io.list_image_files(root, recursive=True):
+        found.setdefault(p.relative_to(root).with_suffix("").as_posix(), p)
     return found
 
 

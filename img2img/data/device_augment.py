@@ -28,6 +28,7 @@ from typing import Any
 import kornia.geometry.transform as kt
 import torch
 
+from img2img import image_io
 from img2img.data.augment import AugmentParams, check_ops
 
 
@@ -169,7 +170,7 @@ class DeviceAugment:
 
 
 # BT.601 luma and the YIQ transform: hue rotates the chroma plane (I, Q) around the gray axis.
-_LUMA = (0.299, 0.587, 0.114)
+_LUMA = image_io.BT601_LUMA  # YIQ's first row below is the same
 _YIQ = ((0.299, 0.587, 0.114), (0.595716, -0.274453, -0.321263), (0.211456, -0.522591, 0.311135))
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from img2img.data.errors import DataError
-from img2img.image_io import is_image_path
+from img2img.image_io import list_image_files
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -18,7 +18,7 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_path(p))
+    files = list_image_files(folder)
     if not files:
         raise DataError(f"{folder}: no image files")
     return files

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from img2img import image_io
+from img2img import devices, image_io
 from img2img.checkpoints.descriptor import ModelDescriptor
 from img2img.inference.instance_norm import PrefixDone, Stats, WholeImageNorm
 from img2img.inference.tiling import (
@@ -60,9 +60,6 @@ GPU_TILE_RANGE = (128, 2048)
 # Smallest tile the out-of-memory retry goes down to, in input pixels.
 MIN_TILE = 32
 
-# BT.601 luma weights, to feed a colour image to a 1-channel model or to write a gray image back.
-_LUMA = (0.299, 0.587, 0.114)
-
 TileSpec = int | str  # pixels, "auto", or 0 for the whole image
 Core = tuple[float, float, float, float]  # a tile's core (y0, y1, x0, x1) as fractions of its sides
 
@@ -73,18 +70,10 @@ class InferenceError(RuntimeError):
 
 def select_device(spec: str | torch.device | None) -> torch.device:
     """``"auto"`` -> cuda, then mps, then cpu; anything else as torch understands it."""
-    if spec is None or spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InferenceError(f"device {str(spec)!r} requested but CUDA is not available here")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise InferenceError("device 'mps' requested but MPS is not available here")
-    return device
+    try:
+        return devices.select_device(spec)
+    except devices.DeviceUnavailable as e:
+        raise InferenceError(str(e)) from None
 
 
 def default_overlap(model: ModelDescriptor) -> int:
@@ -545,5 +534,5 @@ def _core_fractions(
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
     """(3, h, w) -> (1, h, w) BT.601 luma; affine ranges are kept since the weights sum to 1."""
-    w = torch.tensor(_LUMA, dtype=x.dtype, device=x.device)
+    w = torch.tensor(image_io.BT601_LUMA, dtype=x.dtype, device=x.device)
     return (x * w[:, None, None]).sum(dim=0, keepdim=True)

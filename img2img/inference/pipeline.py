@@ -117,16 +117,16 @@ def _suffixes() -> str:
 def _inputs(text: str, path: Path, *, recursive: bool) -> Iterator[tuple[Path, Path]]:
     """(input file, its path relative to the root whose structure the outputs copy)."""
     if path.is_dir():
-        found = path.rglob("*") if recursive else path.iterdir()
-        root = path
+        for p in image_io.list_image_files(path, recursive=recursive):
+            yield p, p.relative_to(path)
     elif _GLOB_CHARS & set(text):
-        found = (Path(p) for p in glob.glob(os.path.expanduser(text), recursive=recursive))
         root = _glob_root(text)
+        found = (Path(p) for p in glob.glob(os.path.expanduser(text), recursive=recursive))
+        for p in sorted(found):
+            if p.is_file() and image_io.is_image_path(p) and not p.name.startswith("."):
+                yield p, p.relative_to(root)
     else:
         raise PipelineUsageError(f"{text}: no such file or directory")
-    for p in sorted(found):
-        if p.is_file() and image_io.is_image_path(p) and not p.name.startswith("."):
-            yield p, p.relative_to(root)
 
 
 def _glob_root(pattern: str) -> Path:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from img2img import metrics
+from img2img import devices, metrics
 from img2img.checkpoints import save_model
 from img2img.training import distributed
 from img2img.training.config import ConfigError, TrainConfig, config_to_dict
@@ -64,17 +64,10 @@ class FitResult:
 
 def select_device(spec: str) -> torch.device:
     """``auto`` -> cuda, then mps, then cpu; an explicit device that is absent is a ConfigError."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {spec!r} requested but CUDA is not available here")
-    if spec == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("device 'mps' requested but MPS is not available here")
-    return torch.device(spec)
+    try:
+        return devices.select_device(spec)
+    except devices.DeviceUnavailable as e:
+        raise ConfigError(str(e)) from None
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
