@@ -118,7 +118,10 @@ class SRGANConfig(TrainConfig):
             raise ConfigError(f"image_size {self.image_size} gives {lr_side}-px LR crops; {self.arch} x{self.scale} "
                               f"needs a multiple of {g.size_multiple} (at least {g.min_size})")
         if self.has_phase2:
-            probe_network("srgan_d", {"in_channels": 3, "ndf": self.ndf, "input_size": self.image_size})
+            try:
+                probe_network("srgan_d", {"in_channels": 3, "ndf": self.ndf, "input_size": self.image_size})
+            except ConfigError as e:
+                raise ConfigError(f"image_size {self.image_size} (the HR crop the discriminator sees): {e}") from None
 
     @property
     def has_phase2(self) -> bool:
@@ -207,7 +210,7 @@ class SRGAN(Method):
             self.perceptual = build_perceptual(config)
 
     @property
-    def val_crop(self) -> int:  # type: ignore[override]  # the SR convention: crop `scale` pixels
+    def val_crop(self) -> int:  # the SR convention: validation crops `scale` border pixels
         return self.config.scale
 
     def dataset_options(self) -> dict[str, Any]:
