@@ -8,7 +8,10 @@ A source resolves to one file, and the file to one :class:`ModelDescriptor`:
   ``<epoch>_net_G*.pth``); ``direction`` picks the generator of a two-generator folder;
 - an existing file: ``.safetensors`` with our metadata, a third-party ``.safetensors``, or a
   torch file (read with ``weights_only=True``);
-- otherwise a bundled name (see :mod:`img2img.checkpoints.bundled`).
+- otherwise a bundled name (see :mod:`img2img.checkpoints.bundled`), else a zoo name (see
+  :mod:`img2img.checkpoints.zoo`): its verified file in the cache, downloaded on first use (announced
+  on stderr). A missing ``RealESRGAN_x2plus.pth`` (a zoo file name) resolves to the cached zoo file
+  when it has been fetched (``img2img weights get``), and otherwise says how to fetch it.
 
 The network comes back in eval mode: dropout off and BatchNorm using its stored statistics, so
 results are deterministic. (The pix2pix reference keeps both live at test time unless ``--eval``.)
@@ -26,9 +29,11 @@ import torch
 
 from img2img.checkpoints.bundled import find_bundled, looks_like_name
 from img2img.checkpoints.descriptor import ModelDescriptor
+from img2img.checkpoints.download import cached_path, ensure_zoo_file, is_cached
 from img2img.checkpoints.errors import CheckpointError
 from img2img.checkpoints.foreign import Hints, load_foreign_file, load_foreign_state
 from img2img.checkpoints.format import SUFFIX, load_ours, read_metadata, read_tensors, save_model
+from img2img.checkpoints.zoo import find_zoo, find_zoo_by_file
 
 DIRECTIONS = ("AtoB", "BtoA")
 
@@ -101,11 +106,31 @@ def resolve_source(source: str | os.PathLike[str], *, direction: str | None = No
         _check_single(path, direction, "is one model file")
         return path
     text = os.fspath(source)
-    if looks_like_name(text) and path.suffix.lower() not in (".pth", ".pt", ".ckpt"):
-        found = find_bundled(text)
-        _check_single(found, direction, "is one bundled model")
+    if not looks_like_name(text):
+        raise CheckpointError(f"{source}: no such file or directory")
+    if path.suffix.lower() in (".pth", ".pt", ".ckpt"):
+        model = find_zoo_by_file(text)
+        if model is None:
+            raise CheckpointError(f"{source}: no such file or directory")
+        if not is_cached(model):
+            raise CheckpointError(
+                f"{source}: no such file; it is the zoo model {model.name}: `img2img weights get {model.name}` "
+                f"downloads and verifies it (or pass the name, {model.name}, which downloads on first use)"
+            )
+        found = ensure_zoo_file(model.name)  # verified again: it may have been replaced by hand
+        _check_single(found, direction, "is one zoo model")
         return found
-    raise CheckpointError(f"{source}: no such file or directory")
+    try:
+        found = find_bundled(text)
+    except CheckpointError as e:
+        model = find_zoo(text)
+        if model is None:
+            raise CheckpointError(f"{e}; published models: img2img weights list --available") from None
+        found = ensure_zoo_file(model.name)
+        _check_single(found, direction, f"is one zoo model ({cached_path(model).name})")
+        return found
+    _check_single(found, direction, "is one bundled model")
+    return found
 
 
 def resolve_run_dir(run_dir: Path, *, direction: str | None = None) -> Path:
