@@ -319,3 +319,13 @@ def test_kwargs_check_trusts_registry_defaults(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="weights do not fit rrdbnet"):
         load_model(tmp_path / "odd.pth", arch="rrdbnet")
     assert build_module._ALWAYS_PLAUSIBLE >= 8
+
+
+def test_a_photo_named_safetensors_and_a_safetensors_named_pth(tmp_path) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "cat.png")
+    (tmp_path / "cat.safetensors").write_bytes((tmp_path / "cat.png").read_bytes())
+    with pytest.raises(CheckpointError, match="cat.safetensors: is a PNG image, not a model file"):
+        load_model(tmp_path / "cat.safetensors")
+    ours = _our_file(tmp_path / "m.safetensors")
+    (tmp_path / "renamed.pth").write_bytes(ours.read_bytes())
+    assert load_model(tmp_path / "renamed.pth").kwargs == load_model(ours).kwargs

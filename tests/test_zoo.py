@@ -218,6 +218,9 @@ def test_get_downloads_verifies_and_renames_into_the_cache(cache, entries, serve
     assert again.exit_code == 0 and len(server.requests) == 1
     listed = json.loads(run("weights", "list", "--available", "--json").output)
     assert next(r for r in listed if r["name"] == "RealESRGAN_x2plus")["cached"] == str(target)
+    mine = json.loads(run("weights", "list", "--json").output)  # bundled and cached models
+    assert {"name": "RealESRGAN_x2plus", "location": "zoo", "path": str(target), "arch": "rrdbnet",
+            "scale": 2} in mine  # fmt: skip
 
 
 def test_an_interrupted_download_resumes_with_a_range_request(cache, entries, server) -> None:

@@ -2,12 +2,14 @@
 
 A model file given by mistake (a photo, a web page saved under a ``.pth`` name, an archive) gets a
 message saying what it is and what we accept, instead of an unpickler's error. Pure functions over
-bytes: nothing here opens files except :func:`read_head`.
+bytes, except :func:`read_head` and :func:`model_file_head`.
 """
 
 from __future__ import annotations
 
 import os
+
+from img2img.checkpoints.errors import CheckpointError
 
 # How many bytes identify every kind below.
 HEAD_BYTES = 64
@@ -41,6 +43,19 @@ def read_head(path: str | os.PathLike[str], size: int = HEAD_BYTES) -> bytes:
     """The first ``size`` bytes of ``path`` (fewer for a shorter file)."""
     with open(path, "rb") as f:
         return f.read(size)
+
+
+def model_file_head(path: str | os.PathLike[str]) -> bytes:
+    """The first bytes of ``path``; CheckpointError when it cannot be read or is plainly not a model
+    file ("x.pth: is a PNG image, not a model file; img2img reads ...")."""
+    try:
+        head = read_head(path)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    what = describe(head)
+    if what is not None:
+        raise CheckpointError(f"{path}: is {what}, not a model file; {ACCEPTED}")
+    return head
 
 
 def describe(head: bytes) -> str | None:

@@ -122,13 +122,7 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[StateDict, str | None
     unpacks anything), a pickle that would run code, a file torch cannot read, or a file that
     holds no tensors. Messages never pass on torch's advice to load with ``weights_only=False``.
     """
-    try:
-        head = filekind.read_head(path)
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
-    what = filekind.describe(head)
-    if what is not None:
-        raise CheckpointError(f"{path}: is {what}, not a model file; {filekind.ACCEPTED}")
+    head = filekind.model_file_head(path)
     if filekind.is_zip(head):
         check_torch_zip(path)
     try:
@@ -185,18 +179,19 @@ def check_torch_zip(path: str | os.PathLike[str]) -> None:
 def pickle_globals(path: str | os.PathLike[str], limit_bytes: int = 64 << 20) -> set[str]:
     """``module.name`` of every global the file's pickle(s) import, found without unpickling.
 
-    For a torch ZIP file, its ``data.pkl`` record (call :func:`check_torch_zip` first). Scans opcodes only (``pickletools``), over the consecutive pickles a legacy torch file holds;
-    stops at the first thing that is not a pickle. STACK_GLOBAL takes its names from the two
+    For a torch ZIP file, its ``data.pkl`` record (call :func:`check_torch_zip` first, which bounds
+    its size). Scans opcodes only (``pickletools``), over the consecutive pickles a legacy torch file
+    holds; stops at the first thing that is not a pickle. STACK_GLOBAL takes its names from the two
     strings pushed before it.
     """
     found: set[str] = set()
     with open(path, "rb") as f:
         data = f.read(limit_bytes)
-    if filekind.is_zip(data):  # a torch ZIP file: the pickle is its data.pkl record (size checked)
+    if filekind.is_zip(data):
         try:
-            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            with zipfile.ZipFile(path) as archive:
                 name = next(n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
-                data = archive.read(name)
+                data = archive.read(name)[:limit_bytes]
         except (zipfile.BadZipFile, StopIteration, OSError, ValueError):
             return found
     stream = io.BytesIO(data)

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from img2img.checkpoints import filekind
 from img2img.checkpoints.bundled import find_bundled, looks_like_name
 from img2img.checkpoints.descriptor import ModelDescriptor
 from img2img.checkpoints.download import cached_path, ensure_zoo_file, is_cached
@@ -84,7 +85,9 @@ def load_file(
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     hints = Hints(arch=arch, scale=scale)
-    if path.suffix.lower() == SUFFIX:
+    head = filekind.model_file_head(path)
+    # The content decides, not the name: a safetensors file saved as .pth loads as what it is.
+    if path.suffix.lower() == SUFFIX or filekind.is_safetensors(head):
         document = read_metadata(path)
         if document is not None:
             desc = load_ours(path, document)

@@ -77,6 +77,7 @@ def list_command(available: bool, as_json: bool) -> None:
                     arch=document["arch"], scale=document["scale"], value_range=document["value_range"]
                 )
         rows.append(row)
+    rows += _cached_zoo_rows()
 
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -89,6 +90,18 @@ def list_command(available: bool, as_json: bool) -> None:
     for r in rows:
         what = r.get("error") or f"{r['arch']}" + (f"  x{r['scale']}" if "scale" in r else "")
         click.echo(f"{r['name']:<{width}}  {what}  [{r['location']}] {r['path']}")
+
+
+def _cached_zoo_rows() -> list[dict[str, Any]]:
+    """Zoo models already fetched into the cache (location "zoo"), as `weights list` rows."""
+    from img2img.checkpoints.download import cached_path, is_cached
+    from img2img.checkpoints.zoo import ZOO
+
+    return [
+        {"name": m.name, "location": "zoo", "path": str(cached_path(m)), "arch": m.arch, "scale": m.scale}
+        for m in ZOO
+        if is_cached(m)
+    ]
 
 
 def _list_zoo(as_json: bool) -> None:
