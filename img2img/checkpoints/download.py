@@ -103,6 +103,10 @@ def ensure_zoo_file(
         zoo_dir().mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CheckpointError(f"{zoo_dir()}: cannot create the model cache ({e.strerror or e})") from None
+    if not os.access(zoo_dir(), os.W_OK):
+        raise CheckpointError(
+            f"{zoo_dir()}: the model cache is not writable; set IMG2IMG_CACHE_DIR to a folder you can write"
+        )
     part = target.with_name(f".{target.name}.part")
     local = _local_file(origin)
     if local is not None:
