@@ -27,7 +27,7 @@ _DIRECTION = click.Choice(["AtoB", "BtoA"])
 
 @click.group()
 def weights() -> None:
-    """List, inspect and convert model files."""
+    """List, fetch (the model zoo), inspect and convert model files."""
 
 
 def _hint_options(f: Any) -> Any:
