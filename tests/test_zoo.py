@@ -236,6 +236,16 @@ def test_an_interrupted_download_resumes_with_a_range_request(cache, entries, se
     assert not part.exists()
 
 
+def test_a_whole_part_file_is_verified_without_fetching_again(cache, entries, server) -> None:
+    part = cache / "zoo" / ".RealESRGAN_x2plus.pth.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(X2)  # killed after the last byte, before the rename
+    result = run("weights", "get", "RealESRGAN_x2plus")
+    assert result.exit_code == 0, result.output
+    assert server.requests == [{"path": "/x2.pth", "range": f"bytes={len(X2)}-"}]  # answered 416
+    assert (cache / "zoo" / "RealESRGAN_x2plus.pth").read_bytes() == X2
+
+
 def test_a_server_that_ignores_range_makes_it_start_again(cache, entries, server) -> None:
     server.honour_range = False
     part = cache / "zoo" / ".RealESRGAN_x2plus.pth.part"
