@@ -29,6 +29,7 @@ from torch import nn
 
 from img2img import devices, metrics
 from img2img.checkpoints import save_model
+from img2img.checkpoints.format import SUFFIX
 from img2img.training import distributed
 from img2img.training.config import ConfigError, TrainConfig, config_to_dict
 from img2img.training.ema import EMA
@@ -466,34 +467,52 @@ def _restore(
 
 
 def _export(
-    method: Method, emas: Mapping[str, EMA], run_dir: Path, *, step: int, total: int, extra: Mapping[str, Any]
+    method: Method,
+    emas: Mapping[str, EMA],
+    run_dir: Path,
+    *,
+    step: int,
+    total: int,
+    extra: Mapping[str, Any],
+    snapshot: bool = False,
 ) -> None:
-    """Write every exported generator as ``RUN_DIR/<file>.safetensors`` in our model format."""
+    """Write every exported generator in our model format: ``RUN_DIR/<file>.safetensors``, or with
+    ``snapshot`` a numbered copy in ``RUN_DIR/snapshots/`` (see :func:`snapshot_path`).
+
+    Saving rebuilds each network from the registry to prove the metadata fits, and building
+    initialises weights from the global RNG: the export runs under an isolated RNG so it does not
+    move the training RNG (a run that exported at a checkpoint step must continue exactly as one
+    resumed from that checkpoint, whose RNG state was captured before the export).
+    """
     exports = method.exports()
-    if not exports:
-        return
-    for exp in exports:
-        net = emas[exp.net].module if exp.net in emas else method.nets[exp.net]
-        provenance = {
-            "source": "img2img train",
-            "method": method.name,
-            "net": exp.net,
-            "ema": exp.net in emas,
-            "step": step,
-            "total_steps": total,
-            "run_dir": str(run_dir.resolve()),
-            "data": str(method.config.data),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__,
-            **dict(exp.info),
-            **dict(extra),
-        }
-        save_model(
-            net,
-            run_dir / f"{exp.file}.safetensors",
-            arch=exp.arch,
-            kwargs=dict(exp.kwargs),
-            scale=exp.scale,
-            value_range=exp.value_range,
-            provenance=provenance,
-        )
+    with _isolated_rng():
+        for exp in exports:
+            net = emas[exp.net].module if exp.net in emas else method.nets[exp.net]
+            provenance = {
+                "source": "img2img train",
+                "method": method.name,
+                "net": exp.net,
+                "ema": exp.net in emas,
+                "step": step,
+                "total_steps": total,
+                "run_dir": str(run_dir.resolve()),
+                "data": str(method.config.data),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "torch": torch.__version__,
+                **dict(exp.info),
+                **dict(extra),
+            }
+            path = (snapshot_path(run_dir, step, exp.file if len(exports) > 1 else None) if snapshot
+                    else run_dir / f"{exp.file}{SUFFIX}")
+            try:
+                save_model(net, path, arch=exp.arch, kwargs=dict(exp.kwargs), scale=exp.scale,
+                           value_range=exp.value_range, provenance=provenance)
+            except OSError as e:
+                raise CheckpointError(f"{path}: cannot write the model ({e.strerror or e})") from None
+
+
+def snapshot_path(run_dir: Path, step: int, file: str | None = None) -> Path:
+    """``RUN_DIR/snapshots/step_000500.safetensors`` (``step_000500_g_ab.safetensors`` for ``file``
+    of a method that exports several generators)."""
+    name = f"step_{step:06d}" + (f"_{file}" if file else "")
+    return run_dir / "snapshots" / f"{name}{SUFFIX}"

@@ -108,10 +108,12 @@ def train(
     config_file: str | os.PathLike[str] | None = None,
     resume: bool = False,
     progress: bool = True,
+    stop_at: int | None = None,
 ) -> FitResult:
     """Train ``method`` (``"pix2pix"``, ...) with ``options`` (config keys); returns the FitResult.
 
     Writes the resolved config to ``RUN_DIR/config.yaml`` and everything else through :func:`fit`.
+    ``stop_at``: stop after this global step with a checkpoint (``resume=True`` continues).
     Raises ConfigError (bad options/data), CheckpointError (bad resume), NonFiniteLossError.
     """
     method_cls = get_method(method)
@@ -139,4 +141,5 @@ def train(
             resume=resume,
             progress=progress,
             provenance={"command": command} if command else None,
+            stop_at=stop_at,
         )
