@@ -221,6 +221,22 @@ def _all_finite(nets: Mapping[str, nn.Module]) -> str | None:
     return None
 
 
+def _optimizer_state_finite(optimizers: Mapping[str, torch.optim.Optimizer]) -> tuple[str, str] | None:
+    """(optimiser name, state entry) of the first non-finite float tensor in an optimiser's state
+    (Adam's ``exp_avg`` / ``exp_avg_sq``), or None."""
+    for name, opt in optimizers.items():
+        entries: dict[str, list[torch.Tensor]] = {}
+        for per_param in opt.state.values():
+            for key, value in per_param.items():
+                if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() > 0:
+                    entries.setdefault(key, []).append(value.detach())
+        for key, tensors in entries.items():
+            # isfinite per tensor, not a norm: a norm of large finite values (1e30) overflows to inf
+            if not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):  # one sync per entry
+                return name, key
+    return None
+
+
 def fit(
     method: Method,
     *,
@@ -233,6 +249,7 @@ def fit(
     progress: bool = True,
     provenance: Mapping[str, Any] | None = None,
     stop_at: int | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> FitResult:
     """Train ``method`` (its nets built, seeded and on the CPU) until ``config.steps`` steps are done.
 
@@ -249,6 +266,8 @@ def fit(
         provenance: extra fields for the exported models' metadata (e.g. the command line).
         stop_at: stop (with a checkpoint) after this global step although the run is longer, e.g. to
             share a machine in time slices; ``--resume`` continues it as if never stopped.
+        on_start: called once the run is accepted (a resume: its checkpoint restored), before the
+            first file of the run is written; e.g. to save the resolved config only then.
 
     Returns a FitResult. Raises NonFiniteLossError when a loss or weight stops being finite (the
     last good checkpoint is kept), CheckpointError when resuming from an unusable checkpoint.
@@ -280,6 +299,8 @@ def fit(
         step = _restore(ckpt_path, method, scaler, emas, stream)
     elif ckpt_path.exists():
         raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
+    if on_start is not None:
+        on_start()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     # torchrun: DDP wrappers, seen by train_step only; rank 0 alone writes (docs/distributed.md).
@@ -301,6 +322,12 @@ def fit(
             raise NonFiniteLossError(
                 f"step {at_step}: weights of {bad!r} are not finite; training stopped. "
                 + _last_good(ckpt_path, saved_step)
+            )
+        bad = _optimizer_state_finite(method.optimizers)
+        if bad is not None:  # diverged: e.g. squared gradients overflowed, though losses and weights are finite
+            raise NonFiniteLossError(
+                f"step {at_step}: the state of optimiser {bad[0]!r} ({bad[1]}) is not finite: training diverged "
+                "and stopped. " + _last_good(ckpt_path, saved_step)
             )
         distributed.average_buffers(method.nets)
         ranks = distributed.gather({"rng": capture_rng(), "data": stream.state_dict(),
@@ -395,7 +422,8 @@ def _lrs(method: Method) -> dict[str, float]:
 def _last_good(path: Path, saved_step: int) -> str:
     if saved_step < 0:
         return "No checkpoint was written yet."
-    return f"The last good checkpoint is kept: {path} (step {saved_step}); lower the learning rate and --resume."
+    return (f"The last good checkpoint is kept: {path} (step {saved_step}); resume from it with a lower learning "
+            "rate (--resume --lr ..., srgan: --lr-g/--lr-d; a resume applies the new rate).")
 
 
 def _finite_values(losses: Mapping[str, torch.Tensor], step: int, path: Path, saved_step: int) -> dict[str, float]:
@@ -444,6 +472,9 @@ def _restore(
     payload = distributed.rank_state(load_checkpoint(path), path)  # this rank's RNG and data position
     if payload.get("method") != method.name:
         raise CheckpointError(f"{path}: written by method {payload.get('method')!r}, not {method.name!r}")
+    # The base rates this run's optimisers were built with (from its config, which a resume may
+    # change); loading an optimiser's state would bring back the old ones.
+    base_lrs = {name: [g["initial_lr"] for g in opt.param_groups] for name, opt in method.optimizers.items()}
     for kind, own in (("nets", method.nets), ("optimizers", method.optimizers), ("ema", emas)):
         saved = payload[kind]
         if set(saved) != set(own):
@@ -458,6 +489,9 @@ def _restore(
                 raise CheckpointError(
                     f"{path}: {kind[:-1]} {name!r} does not match this run's configuration ({first})"
                 ) from None
+    for name, opt in method.optimizers.items():
+        for group, lr in zip(opt.param_groups, base_lrs[name], strict=True):
+            group["initial_lr"] = group["lr"] = lr  # scheduled optimisers get lr x factor before each step
     if scaler is not None and payload.get("scaler"):
         scaler.load_state_dict(payload["scaler"])
     method.load_state_dict(payload.get("method_state", {}))

@@ -86,13 +86,16 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str]) -> No
     os.replace(tmp, p)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on the CPU)."""
+def load_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on the CPU).
+
+    ``mmap=True`` leaves the tensors in the file until used: cheap when only the config is read.
+    """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no training checkpoint to resume from")
     try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
+        payload = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises several types for corrupt or foreign files
         raise CheckpointError(f"{p}: cannot read training checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
