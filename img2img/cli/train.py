@@ -13,12 +13,14 @@ given on the command line override the config file. ``--set KEY=VALUE`` reaches 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import click
 import yaml
 
+from img2img import torchrun
 from img2img.cli.common import EXIT_SOME_FAILED, EXIT_USAGE, fail, get_context
 
 # Options that are not config keys.
@@ -76,18 +78,37 @@ def run_method(method: str, options: dict[str, Any]) -> None:
         except yaml.YAMLError:
             fail(f"--set {key}: cannot parse value {value!r}")
     try:
-        result = train_run(method, overrides, config_file=config_file, resume=resume, progress=ctx.verbosity > 0)
+        with warnings.catch_warnings():
+            warnings.formatwarning = _one_line_warning  # DataLoader workers forked inside inherit it
+            result = train_run(method, overrides, config_file=config_file, resume=resume,
+                               progress=ctx.verbosity > 0)
     except (ConfigError, CheckpointError) as e:
         fail(str(e), EXIT_USAGE)
     except NonFiniteLossError as e:
         fail(str(e), EXIT_SOME_FAILED)
     except (DataError, ImageIOError) as e:
         fail(str(e), EXIT_USAGE)
-    if ctx.verbosity > 0:
+    except OSError as e:  # e.g. a full disk while writing the log or a sample
+        fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}", EXIT_USAGE)
+    rank = torchrun.from_environment()
+    if ctx.verbosity > 0 and (rank is None or rank.is_main):  # under torchrun: rank 0 reports
         losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
         click.echo(f"trained {result.step}/{result.total_steps} steps; {losses}")
         command = "upscale" if method == "srgan" else "translate"
         click.echo(f"model: {result.run_dir} (use: img2img {command} SRC DST --model {result.run_dir})")
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: str | None = None) -> str:
+    """A skipped training image is one line naming it, not a warning with source location."""
+    from img2img.data import BadImageWarning
+
+    if issubclass(category, BadImageWarning):
+        return f"warning: {message}\n"
+    return _FORMAT_WARNING(message, category, filename, lineno, line)
+
+
+_FORMAT_WARNING = warnings.formatwarning
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

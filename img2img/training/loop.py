@@ -30,6 +30,7 @@ from torch import nn
 from img2img import devices, metrics
 from img2img.checkpoints import save_model
 from img2img.checkpoints.format import SUFFIX
+from img2img.data.errors import DataError
 from img2img.training import distributed
 from img2img.training.config import ConfigError, TrainConfig, config_to_dict
 from img2img.training.ema import EMA
@@ -119,7 +120,7 @@ class DataStream:
         self._iter = iter(self.loader)
 
     def __next__(self) -> Any:
-        with self._data_rng():
+        with self._data_rng(), _one_line_data_errors():
             if self._iter is None:
                 self._start_epoch()
             assert self._iter is not None
@@ -166,6 +167,24 @@ class DataStream:
             for _ in range(0 if fast else taken):
                 next(self._iter)
         self.index = taken
+
+
+@contextlib.contextmanager
+def _one_line_data_errors() -> Iterator[None]:
+    """A DataError raised in a DataLoader worker process keeps its one-line message.
+
+    The loader re-raises it in this process with the worker's whole traceback as the message
+    ("Caught DataError in DataLoader worker process 0. Original Traceback ..."); the message the
+    data layer wrote is the traceback's last line.
+    """
+    try:
+        yield
+    except DataError as e:
+        text = str(e).strip()
+        if not (text.startswith("Caught ") and "Traceback" in text):
+            raise
+        last = text.splitlines()[-1]
+        raise DataError(last.split(": ", 1)[1] if ": " in last else last) from None
 
 
 def _seeded_cpu_rng(seed: int) -> dict[str, Any]:
