@@ -45,6 +45,8 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Mixed precision on GPUs (auto: bf16, else fp16; fp32 on CPU)."),
         click.option("--ema-decay", type=float, help="EMA of the generator weights, e.g. 0.999 (0: off)."),
         click.option("--num-workers", type=int, help="Data loader worker processes."),
+        click.option("--save-every", type=int, help="Also export a numbered model snapshot every N steps "
+                     "(RUN_DIR/snapshots/step_NNNNNN.safetensors, each usable as --model); 0: off."),
         click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
         click.option("--set", "set_options", multiple=True, metavar="KEY=VALUE",
                      help="Set any config key (YAML value), e.g. --set lr_schedule=cosine. Repeatable."),

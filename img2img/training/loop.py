@@ -34,7 +34,7 @@ from img2img.data.errors import DataError
 from img2img.training import distributed
 from img2img.training.config import ConfigError, TrainConfig, config_to_dict
 from img2img.training.ema import EMA
-from img2img.training.method import Method, StepContext
+from img2img.training.method import Export, Method, StepContext
 from img2img.training.monitor import RunMonitor, grid_image, save_png
 from img2img.training.state import (
     CHECKPOINT_FORMAT,
@@ -367,6 +367,9 @@ def fit(
             "data": stream.state_dict(),
             "rng": capture_rng(),
             "config": config_to_dict(config),
+            # How to rebuild each generator, so `--model RUN_DIR/checkpoints/last.pt` works
+            # (img2img.checkpoints.loading reads this without importing training).
+            "exports": [_export_record(e) for e in method.exports()],
         }
         if ranks is not None:
             payload["ranks"] = ranks  # every rank's RNG, data position and method state (pools), for --resume
@@ -409,7 +412,9 @@ def fit(
             if config.log_every and step % config.log_every == 0:
                 losses = {k: v for k, v in monitor.flush_train(step, stream.epoch, _lrs(method)).items()
                           if k in values}
-            if main and config.sample_every and step % config.sample_every == 0 and sample_batch is not None:
+            # Samples every sample_every steps and at the last step, so a short run shows one too.
+            sample_now = config.sample_every and (step % config.sample_every == 0 or step == total)
+            if main and sample_now and sample_batch is not None:
                 with torch.no_grad(), _isolated_rng():
                     pred = method.predict(_to_device(sample_batch, device, channels_last), eval_nets())
                 save_png(grid_image(pred), run_dir / "samples" / f"step_{step:07d}.png")
@@ -417,6 +422,8 @@ def fit(
                 monitor.validation(step, _validate(method, val_loader, eval_nets(), device, channels_last))
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < end:
                 save(step)
+            if main and config.save_every and step % config.save_every == 0:
+                _export(method, emas, run_dir, step=step, total=total, extra=extra_provenance, snapshot=True)
         if not losses:
             losses = {k: v for k, v in monitor.flush_train(step, stream.epoch, _lrs(method)).items() if k in values}
         if saved_step != step:
@@ -562,6 +569,12 @@ def _export(
                            value_range=exp.value_range, provenance=provenance)
             except OSError as e:
                 raise CheckpointError(f"{path}: cannot write the model ({e.strerror or e})") from None
+
+
+def _export_record(exp: Export) -> dict[str, Any]:
+    """An Export as plain types (a checkpoint must load with ``weights_only=True``)."""
+    return {"file": exp.file, "net": exp.net, "arch": exp.arch, "kwargs": dict(exp.kwargs),
+            "value_range": [float(v) for v in exp.value_range], "scale": int(exp.scale), "info": dict(exp.info)}
 
 
 def snapshot_path(run_dir: Path, step: int, file: str | None = None) -> Path:
