@@ -13,8 +13,9 @@ given on the command line override the config file. ``--set KEY=VALUE`` reaches 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -80,8 +81,7 @@ def run_method(method: str, options: dict[str, Any]) -> None:
         except yaml.YAMLError:
             fail(f"--set {key}: cannot parse value {value!r}")
     try:
-        with warnings.catch_warnings():
-            warnings.formatwarning = _one_line_warning  # DataLoader workers forked inside inherit it
+        with _one_line_bad_image_warnings():
             result = train_run(method, overrides, config_file=config_file, resume=resume,
                                progress=ctx.verbosity > 0)
     except (ConfigError, CheckpointError) as e:
@@ -91,7 +91,7 @@ def run_method(method: str, options: dict[str, Any]) -> None:
     except (DataError, ImageIOError) as e:
         fail(str(e), EXIT_USAGE)
     except OSError as e:  # e.g. a full disk while writing the log or a sample
-        fail(f"{e.filename + ': ' if e.filename else ''}{e.strerror or e}", EXIT_USAGE)
+        fail(f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}", EXIT_USAGE)
     rank = torchrun.from_environment()
     if ctx.verbosity > 0 and (rank is None or rank.is_main):  # under torchrun: rank 0 reports
         losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
@@ -100,17 +100,25 @@ def run_method(method: str, options: dict[str, Any]) -> None:
         click.echo(f"model: {result.run_dir} (use: img2img {command} SRC DST --model {result.run_dir})")
 
 
-def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                      line: str | None = None) -> str:
-    """A skipped training image is one line naming it, not a warning with source location."""
+@contextlib.contextmanager
+def _one_line_bad_image_warnings() -> Iterator[None]:
+    """A skipped training image is one line naming it (``warning: PATH: reason``), not a Python
+    warning with its source location. DataLoader worker processes forked inside inherit it."""
     from img2img.data import BadImageWarning
 
-    if issubclass(category, BadImageWarning):
-        return f"warning: {message}\n"
-    return _FORMAT_WARNING(message, category, filename, lineno, line)
+    previous = warnings.formatwarning
 
+    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 line: str | None = None) -> str:
+        if issubclass(category, BadImageWarning):
+            return f"warning: {message}\n"
+        return previous(message, category, filename, lineno, line)
 
-_FORMAT_WARNING = warnings.formatwarning
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

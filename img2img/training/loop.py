@@ -288,7 +288,7 @@ def fit(
         on_start: called once the run is accepted (a resume: its checkpoint restored), before the
             first file of the run is written; e.g. to save the resolved config only then.
 
-    Returns a FitResult. Raises NonFiniteLossError when a loss or weight stops being finite (the
+    Returns a FitResult. Raises NonFiniteLossError when a loss, weight or optimiser state stops being finite (the
     last good checkpoint is kept), CheckpointError when resuming from an unusable checkpoint.
     """
     config: TrainConfig = method.config
