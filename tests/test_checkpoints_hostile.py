@@ -288,7 +288,7 @@ def test_convert_into_a_folder_it_cannot_write_is_one_line(tmp_path, reference_f
     monkeypatch.setattr(fmt.tempfile, "mkstemp", refused)
     (tmp_path / "ro").mkdir()
     line = _one_line_error(["weights", "convert", str(reference_file), str(tmp_path / "ro" / "out.safetensors")])
-    assert line.endswith("ro/out.safetensors: cannot write there (Permission denied)")
+    assert line.endswith("ro/out.safetensors: cannot write it (Permission denied); nothing was written")
     assert list((tmp_path / "ro").iterdir()) == []
 
 
@@ -307,8 +307,8 @@ def test_convert_onto_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, refer
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "out.safetensors: could not be written (" in lines[0]
-    assert "; nothing was written" in lines[0]
+    assert len(lines) == 1 and "out.safetensors: cannot write it (" in lines[0]
+    assert "File too large" in lines[0] and lines[0].endswith("; nothing was written")
     assert list(out_dir.iterdir()) == []
 
 

@@ -132,18 +132,18 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[StateDict, str | None
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         wanted = pickle_globals(path) - SAFE_GLOBALS
-        if wanted or _REFUSED.search(_unpickler_reason(e)):
-            named = ", ".join(sorted(wanted)[:3]) or _unpickler_reason(e)
+        if wanted or _REFUSED.search(unpickler_reason(e)):
+            named = ", ".join(sorted(wanted)[:3]) or unpickler_reason(e)
             raise CheckpointError(
                 f"{path}: refused: its pickle asks for more than tensors and plain containers "
                 f"and could run code, so it is not loaded (it wants {named}); {filekind.ACCEPTED}"
             ) from None
         raise CheckpointError(
-            f"{path}: not a PyTorch checkpoint torch can read ({_unpickler_reason(e)}); {filekind.ACCEPTED}"
+            f"{path}: not a PyTorch checkpoint torch can read ({unpickler_reason(e)}); {filekind.ACCEPTED}"
         ) from None
     except Exception as e:  # a non-checkpoint file makes the unpickler fail in many ways; name the file
         raise CheckpointError(
-            f"{path}: not a PyTorch checkpoint torch can read ({type(e).__name__}: {_unpickler_reason(e)})"
+            f"{path}: not a PyTorch checkpoint torch can read ({type(e).__name__}: {unpickler_reason(e)})"
         ) from None
     try:
         return unwrap_state_dict(obj)
@@ -737,7 +737,7 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:300]
 
 
-def _unpickler_reason(e: BaseException) -> str:
+def unpickler_reason(e: BaseException) -> str:
     """torch's unpickling error without its advice (it suggests ``weights_only=False``, which would
     run whatever the file asks): the specific line after "WeightsUnpickler error:" when present."""
     text = str(e)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -79,7 +80,8 @@ def save_model(
         provenance: merged over the descriptor's provenance (e.g. ``command``, ``data``, ``step``).
 
     Raises CheckpointError when the architecture is not in the registry (the file could not be
-    rebuilt from its metadata) or when ``arch(**kwargs)`` would not have the network's tensors.
+    rebuilt from its metadata) or when ``arch(**kwargs)`` would not have the network's tensors;
+    OSError when the file cannot be written (no temporary file is left behind).
     """
     path = Path(path)
     if path.suffix != SUFFIX:
@@ -99,11 +101,8 @@ def save_model(
     check_state_fits(rebuilt.state_dict(), state, source=str(path), what=f"{desc.arch} {desc.kwargs}")
 
     document = metadata_document(desc)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot write there ({e.strerror or e})") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         # safetensors refuses tensors that share memory; a clone per tensor makes them independent.
@@ -113,10 +112,12 @@ def save_model(
             metadata={"format": "pt", METADATA_KEY: json.dumps(document)},
         )
         os.replace(tmp_name, path)
-    except (OSError, SafetensorError) as e:
-        # disk full, quota, file size limit, a folder removed meanwhile: no partial file is left
+    except SafetensorError as e:
+        # the writer's I/O errors (disk full, file size limit) arrive wrapped: give callers the one
+        # type they handle for a failed write, OSError, and leave no partial file
         Path(tmp_name).unlink(missing_ok=True)
-        raise CheckpointError(f"{path}: could not be written ({_one_line(e)}); nothing was written") from None
+        code = re.search(r"os error (\d+)", str(e))
+        raise (OSError(int(code[1]), os.strerror(int(code[1]))) if code else OSError(_one_line(e))) from None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise

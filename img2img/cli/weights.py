@@ -233,4 +233,7 @@ def convert_command(
     except CheckpointError as e:
         fail(str(e))
         return
+    except OSError as e:  # a read-only folder, a full disk: save_model leaves no partial file
+        fail(f"{out}: cannot write it ({e.strerror or e}); nothing was written")
+        return
     click.echo(f"wrote {out}: {desc.arch} x{desc.scale}, value range {list(desc.value_range)}")
