@@ -10,14 +10,18 @@ flags given on the command line override the config file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import typing
+import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
 
+from img2img import torchrun
 from img2img.cli.common import EXIT_SOME_FAILED, EXIT_USAGE, fail, get_context
 
 if TYPE_CHECKING:
@@ -136,18 +140,44 @@ def run_method(method: str, options: dict[str, Any], *, upscaler: bool = False) 
         except yaml.YAMLError:
             fail(f"--set {key}: cannot parse value {value!r}")
     try:
-        result = train_run(method, overrides, config_file=config_file, resume=resume, progress=ctx.verbosity > 0)
+        with _one_line_bad_image_warnings():
+            result = train_run(method, overrides, config_file=config_file, resume=resume,
+                               progress=ctx.verbosity > 0)
     except (ConfigError, CheckpointError) as e:
         fail(str(e), EXIT_USAGE)
     except NonFiniteLossError as e:
         fail(str(e), EXIT_SOME_FAILED)
     except (DataError, ImageIOError) as e:
         fail(str(e), EXIT_USAGE)
-    if ctx.verbosity > 0:
+    except OSError as e:  # e.g. a full disk while writing the log or a sample
+        fail(f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}", EXIT_USAGE)
+    rank = torchrun.from_environment()
+    if ctx.verbosity > 0 and (rank is None or rank.is_main):  # under torchrun: rank 0 reports
         losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
         click.echo(f"trained {result.step}/{result.total_steps} steps; {losses}")
         command = "upscale" if upscaler else "translate"
         click.echo(f"model: {result.run_dir} (use: img2img {command} SRC DST --model {result.run_dir})")
+
+
+@contextlib.contextmanager
+def _one_line_bad_image_warnings() -> Iterator[None]:
+    """A skipped training image is one line naming it (``warning: PATH: reason``), not a Python
+    warning with its source location. DataLoader worker processes forked inside inherit it."""
+    from img2img.data import BadImageWarning
+
+    previous = warnings.formatwarning
+
+    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 line: str | None = None) -> str:
+        if issubclass(category, BadImageWarning):
+            return f"warning: {message}\n"
+        return previous(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
 
 
 @click.group(cls=MethodGroup, context_settings={"help_option_names": ["-h", "--help"]})
