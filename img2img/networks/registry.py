@@ -17,6 +17,7 @@ from img2img.networks.patchgan import patchgan, pixel
 from img2img.networks.resnet import resnet
 from img2img.networks.rrdb import rrdbnet
 from img2img.networks.srresnet import msrresnet, srgan_d, srresnet
+from img2img.networks.srvgg import srvgg_compact
 from img2img.networks.unet import unet
 
 
@@ -137,6 +138,12 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         {"in_channels": 3, "out_channels": 3, "scale": 4, "num_feat": 64, "num_block": 23, "num_grow_ch": 32},
         value_range=_UNIT,
         summary="ESRGAN / Real-ESRGAN RRDBNet, x1/x2/x4",
+    ),
+    "srvgg_compact": ArchSpec(
+        srvgg_compact,
+        {"in_channels": 3, "out_channels": 3, "scale": 4, "num_feat": 64, "num_conv": 16},
+        value_range=_UNIT,
+        summary="Real-ESRGAN SRVGGNetCompact (conv + PReLU stack, pixel shuffle, nearest skip), any scale",
     ),
 }
 
