@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from img2img import losses
+from img2img.data.degrade import DEGRADATIONS
 from img2img.networks import registry
 from img2img.training.config import ConfigError, TrainConfig, check_choice
 from img2img.training.method import Export, Method, Prediction, StepContext, adam, set_requires_grad
@@ -54,6 +55,8 @@ class SRGANConfig(TrainConfig):
         starts from its trained SRResNet (``--pretrain-steps 0 --init-from RUN``), and a finished
         run can be fine-tuned (e.g. on larger crops). Its architecture and kwargs must equal this
         run's generator. Not read on ``--resume``: the checkpoint holds the weights.
+    degradation: how LR crops are made from HR crops (``bicubic``, ``realesrgan`` or ``photo``:
+        ``img2img.data.degrade``); ignored when the data has LR files.
     pixel_loss: ``l2`` (MSE, as the paper), ``l1`` or ``charbonnier``; phase 1 weight is 1.
     pixel_weight: weight of the pixel loss in phase 2 (0 in the paper).
     perceptual: ``vgg`` (VGG19 feature loss) or ``none``.
@@ -75,6 +78,7 @@ class SRGANConfig(TrainConfig):
     init: str = "network"
     pretrain_steps: int = 0
     init_from: str = ""
+    degradation: str = "bicubic"
     pixel_loss: str = "l2"
     pixel_weight: float = 0.0
     perceptual: str = "vgg"
@@ -97,6 +101,7 @@ class SRGANConfig(TrainConfig):
         check_choice("gan_mode", self.gan_mode, SR_GAN_MODES)
         check_choice("perceptual", self.perceptual, PERCEPTUAL_KINDS)
         check_choice("pixel_loss", self.pixel_loss, losses.PIXEL_KINDS)
+        check_choice("degradation", self.degradation, DEGRADATIONS)
         check_choice("perceptual_criterion", self.perceptual_criterion, ("l1", "l2"))
         allowed = (2, 4) if self.arch == "rrdbnet" else (2, 3, 4)
         if self.scale not in allowed:
@@ -254,6 +259,9 @@ class SRGAN(Method):
         ctx.step_optimizer("d")
         out["d"] = loss_d
         return {k: v.detach() for k, v in out.items()}
+
+    def dataset_options(self) -> dict[str, Any]:
+        return {"degradation": self.config.degradation}
 
     def predict(self, batch: dict[str, torch.Tensor], nets: Mapping[str, nn.Module]) -> Prediction:
         sr = nets["g"](batch["lr"]).clamp(0, 1)
