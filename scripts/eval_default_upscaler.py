@@ -147,6 +147,31 @@ def print_conditions(folder: Path, results: dict[str, list[dict[str, float | str
     return summary
 
 
+def pictures(
+    model_source: str, *, scale: int, photo: Path, conditions: list[str], denoise: float | str | None, out: Path,
+    crop: int = 128, center: tuple[float, float] = (0.5, 0.5),
+) -> None:
+    """One small PNG: a row per condition of ``crop``-px HR crops, bicubic | ours | original."""
+    engine = Engine(load_model(model_source, device="cpu", denoise=denoise), tile=0, device="cpu")
+    image = Image.open(photo).convert("RGB")
+    w, h = (image.width // scale) * scale, (image.height // scale) * scale
+    hr = image.crop((0, 0, w, h))
+    x = min(max(0, round(center[0] * w) - crop // 2) // scale * scale, w - crop)
+    y = min(max(0, round(center[1] * h) - crop // 2) // scale * scale, h - crop)
+    box = (x, y, x + crop, y + crop)
+    sheet = Image.new("RGB", (3 * crop + 8, len(conditions) * (crop + 4) - 4), "white")
+    for row, condition in enumerate(conditions):
+        lr = degraded_lr(hr, scale, condition, seed=zlib.crc32(photo.stem.encode()))
+        with torch.no_grad():
+            ours = _to_pil(engine.run_tensor(_to_tensor(lr)))
+        panels = (lr.resize((w, h), Image.Resampling.BICUBIC), ours, hr)
+        for col, panel in enumerate(panels):
+            sheet.paste(panel.crop(box), (col * (crop + 4), row * (crop + 4)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, optimize=True)
+    print(f"{out}: rows {', '.join(conditions)}; columns bicubic | ours | original; crop {box} of {photo.name}")
+
+
 def speed(model_source: str, *, side: int, repeats: int = 2, denoise: float | str | None = None) -> float:
     """Best wall time in seconds of one side x side LR image through the tiled engine (tile auto)."""
     engine = Engine(load_model(model_source, device="cpu", denoise=denoise), tile="auto", device="cpu")
@@ -184,9 +209,16 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--conditions", help="comma-separated, of clean, jpeg, noise: the real-world protocol")
     parser.add_argument("--denoise", help="denoise strength 0..1, or 'default' (the card's)")
+    parser.add_argument("--pictures", type=Path, nargs=2, metavar=("PHOTO", "OUT_PNG"),
+                        help="only write a bicubic | ours | original crop sheet of PHOTO, one row per condition")
+    parser.add_argument("--center", type=float, nargs=2, default=(0.5, 0.5), help="crop centre, fractions of w, h")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     denoise = None if args.denoise is None else args.denoise if args.denoise == "default" else float(args.denoise)
+    if args.pictures:
+        pictures(args.model, scale=args.scale, photo=args.pictures[0], out=args.pictures[1], denoise=denoise,
+                 conditions=(args.conditions or ",".join(CONDITIONS)).split(","), center=tuple(args.center))
+        return
     if args.conditions:
         conditions = args.conditions.split(",")
         card = {"model": args.model, "scale": args.scale, "denoise": args.denoise, "protocol": (
