@@ -8,8 +8,8 @@ antialiased bicubic (``Image.resize``), then per condition: ``clean`` as is, ``j
 quality 50 (PIL) and read back, ``noise`` plus Gaussian noise of sigma 10 (8-bit units, seeded per
 photo), rounded to 8 bits. The gain is PSNR-Y of ours minus PSNR-Y of PIL's bicubic upscaling of
 the same LR (BT.601, border ``scale``). ``--denoise S`` loads the model at that denoise strength
-(``default``: its card's). Without ``--conditions``, the older protocol below (the cards of the
-clean-only models):
+(``default``: its card's); ``--json CARD`` then adds the figures to CARD under
+``real_world["denoise=S"]``, keeping the rest. Without ``--conditions``, the older protocol below:
 
 MODEL is a bundled name (img2img-sr-x4), a .safetensors file or a run directory. For each photo
 (default: the held-out skimage photos written by scripts/default_upscaler_data.py into DIR/val):
@@ -238,7 +238,12 @@ def main() -> None:
             card["seconds_1mp_output"] = {"threads": args.threads, "input": f"{side}x{side}", "seconds": round(t, 3)}
             print(f"\nCPU speed ({args.threads} threads): {side}x{side} -> 1024x1024 (1 MP output) in {t:.2f} s")
         if args.json:
-            args.json.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+            # Merged into the card's figures under "real_world", keyed by the strength: the clean
+            # protocol's "folders" (and the card's "denoise" entry) stay as they are.
+            document = json.loads(args.json.read_text(encoding="utf-8")) if args.json.is_file() else {
+                "model": args.model, "scale": args.scale}
+            document.setdefault("real_world", {})[f"denoise={args.denoise}"] = card
+            args.json.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
         return
     card: dict = {"model": args.model, "scale": args.scale, "metric": "PSNR/SSIM on Y (BT.601 studio range), "
                   f"border {args.scale} px, 8-bit outputs; gain vs the better bicubic", "folders": {}}
@@ -257,6 +262,8 @@ def main() -> None:
         card["seconds_1mp_output"] = {"threads": args.threads, "input": f"{side}x{side}", "seconds": round(t, 3)}
         print(f"\nCPU speed ({args.threads} threads): {side}x{side} -> 1024x1024 (1 MP output) in {t:.2f} s")
     if args.json:
+        kept = json.loads(args.json.read_text(encoding="utf-8")) if args.json.is_file() else {}
+        card.update({k: kept[k] for k in ("denoise", "real_world") if k in kept})
         args.json.write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
 
 
