@@ -670,6 +670,7 @@ EXPECTED_NAMES = {
     "srgan_d",
     "msrresnet",
     "rrdbnet",
+    "srvgg_compact",
 }
 
 
@@ -679,7 +680,7 @@ def test_registry_holds_exactly_the_documented_names() -> None:
     assert discriminators == {"patchgan", "pixel", "discogan_d", "srgan_d"}
     for name in EXPECTED_NAMES:
         expected_range = (
-            (0.0, 1.0) if name in {"srresnet", "srgan_d", "msrresnet", "rrdbnet"} else (-1.0, 1.0)
+            (0.0, 1.0) if name in {"srresnet", "srgan_d", "msrresnet", "rrdbnet", "srvgg_compact"} else (-1.0, 1.0)
         )
         assert get_spec(name).value_range == expected_range, name
 
@@ -696,6 +697,7 @@ SMALL_GENERATORS = {
     "srresnet": {"num_feat": 4, "num_block": 1},
     "msrresnet": {"num_feat": 4, "num_block": 1},
     "rrdbnet": {"num_feat": 4, "num_block": 1, "num_grow_ch": 2},
+    "srvgg_compact": {"num_feat": 4, "num_conv": 1},
 }
 
 

@@ -25,6 +25,7 @@ from img2img.networks.patchgan import NLayerDiscriminator, PixelDiscriminator
 from img2img.networks.resnet import ResnetGenerator
 from img2img.networks.rrdb import RRDBNet
 from img2img.networks.srresnet import MSRResNet, SRGANDiscriminator, SRResNet
+from img2img.networks.srvgg import SRVGGNetCompact
 from img2img.networks.unet import UnetGenerator
 
 
@@ -146,6 +147,12 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         {"in_channels": 3, "out_channels": 3, "scale": 4, "num_feat": 64, "num_block": 23, "num_grow_ch": 32},
         value_range=_UNIT,
         summary="ESRGAN / Real-ESRGAN RRDBNet, x1/x2/x4 (64/23/32: the full model, 64/6/32: anime 6B)",
+    ),
+    "srvgg_compact": ArchSpec(
+        SRVGGNetCompact,
+        {"in_channels": 3, "out_channels": 3, "scale": 4, "num_feat": 64, "num_conv": 16},
+        value_range=_UNIT,
+        summary="Real-ESRGAN SRVGGNetCompact (conv + PReLU stack, pixel shuffle, nearest skip), any scale",
     ),
 }
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from img2img import losses
+from img2img.data.degrade import DEGRADATIONS
 from img2img.networks import registry
 from img2img.training.config import ConfigError, TrainConfig, option, probe_network
 from img2img.training.method import Export, Method, Prediction, StepContext, adam, set_requires_grad
@@ -54,6 +55,8 @@ class SRGANConfig(TrainConfig):
         starts from its trained SRResNet (``--pretrain-steps 0 --init-from RUN``), and a finished
         run can be fine-tuned (e.g. on larger crops). Its architecture and kwargs must equal this
         run's generator. Not read on ``--resume``: the checkpoint holds the weights.
+    degradation: how LR crops are made from HR crops (``bicubic``, ``realesrgan`` or ``photo``:
+        ``img2img.data.degrade``); ignored when the data has LR files.
     pixel_loss: ``l2`` (MSE, as the paper), ``l1`` or ``charbonnier``; phase 1 weight is 1.
     pixel_weight: weight of the pixel loss in phase 2 (0 in the paper).
     perceptual: ``vgg`` (VGG19 feature loss) or ``none``.
@@ -82,6 +85,9 @@ class SRGANConfig(TrainConfig):
     init_from: str = option("", help="Start the generator from this model (run dir, .safetensors or reference "
                                      ".pth), e.g. the SRResNet for phase 2 or a run to fine-tune; same "
                                      "architecture and sizes.")
+    degradation: str = option("bicubic", choices=DEGRADATIONS,
+                              help="How LR crops are made from HR crops (data/degrade.py): bicubic, "
+                                   "realesrgan or photo (real-world photos: blur, noise, JPEG).")
     pixel_loss: str = option("l2", help="Pixel loss (l2 = MSE).", choices=losses.PIXEL_KINDS)
     pixel_weight: float = option(0.0, help="Weight of the pixel loss in phase 2.")
     perceptual: str = option("vgg", help="Phase 2 content loss on VGG19 features.", choices=PERCEPTUAL_KINDS)
@@ -272,6 +278,9 @@ class SRGAN(Method):
         ctx.step_optimizer("d")
         out["d"] = loss_d
         return {k: v.detach() for k, v in out.items()}
+
+    def dataset_options(self) -> dict[str, Any]:
+        return {"degradation": self.config.degradation}
 
     def predict(self, batch: dict[str, torch.Tensor], nets: Mapping[str, nn.Module]) -> Prediction:
         sr = nets["g"](batch["lr"]).clamp(0, 1)
