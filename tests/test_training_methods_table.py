@@ -189,7 +189,7 @@ def test_sr_data_needs_come_from_the_method(tmp_path) -> None:
     config = build_config(SRGANConfig, ("test", {"scale": 2, "arch": "msrresnet", "num_feat": 4, "num_block": 1,
                                                  "steps": 2, "pretrain_steps": 2, "image_size": 32}))
     method = SRGAN(config)
-    assert method.dataset_kind == "sr" and method.dataset_options() == {"scale": 2}
+    assert method.dataset_kind == "sr" and method.dataset_options() == {"scale": 2, "degradation": "bicubic"}
     assert method.val_crop == 2
 
 

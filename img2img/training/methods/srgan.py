@@ -222,7 +222,7 @@ class SRGAN(Method):
         return self.config.scale
 
     def dataset_options(self) -> dict[str, Any]:
-        return {"scale": self.config.scale}
+        return {"scale": self.config.scale, "degradation": self.config.degradation}
 
     def setup(self, *, total_steps: int) -> None:
         super().setup(total_steps=total_steps)
@@ -278,9 +278,6 @@ class SRGAN(Method):
         ctx.step_optimizer("d")
         out["d"] = loss_d
         return {k: v.detach() for k, v in out.items()}
-
-    def dataset_options(self) -> dict[str, Any]:
-        return {"degradation": self.config.degradation}
 
     def predict(self, batch: dict[str, torch.Tensor], nets: Mapping[str, nn.Module]) -> Prediction:
         sr = nets["g"](batch["lr"]).clamp(0, 1)
