@@ -220,6 +220,12 @@ def _all_finite(nets: Mapping[str, nn.Module]) -> str | None:
     return None
 
 
+def check_fresh_run(run_dir: Path) -> None:
+    """ConfigError when ``run_dir`` already holds a training checkpoint: a fresh run never overwrites one."""
+    if checkpoint_path(run_dir).exists():
+        raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
+
+
 def fit(
     method: Method,
     *,
@@ -277,8 +283,8 @@ def fit(
     step = 0
     if resume:
         step = _restore(ckpt_path, method, scaler, emas, stream)
-    elif ckpt_path.exists():
-        raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
+    else:
+        check_fresh_run(run_dir)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     # torchrun: DDP wrappers, seen by train_step only; rank 0 alone writes (docs/distributed.md).

@@ -21,7 +21,7 @@ import torch
 
 from img2img.training import distributed
 from img2img.training.config import ConfigError, TrainConfig, build_config, read_yaml, save_config
-from img2img.training.loop import FitResult, fit, select_device
+from img2img.training.loop import FitResult, check_fresh_run, fit, select_device
 from img2img.training.method import Method
 from img2img.training.methods import get_method
 
@@ -124,8 +124,8 @@ def train(
         instance = method_cls(config)  # initial weights come from the seed
         train_loader, val_loader, augment = build_loaders(instance, config)
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume and (run_dir / "checkpoints" / "last.pt").exists():
-            raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
+        if not resume:
+            check_fresh_run(run_dir)  # before config.yaml of the existing run is overwritten
         if distributed.is_main():
             save_config(config, run_dir / CONFIG_NAME)
         command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else ""
