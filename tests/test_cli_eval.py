@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from img2img.cli import cli
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 
 def write(path, array: np.ndarray) -> None:

@@ -33,7 +33,7 @@ from img2img.image_io import (
     tensor_to_pixels,
     write_image,
 )
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 # Only the header's colour-space signature matters to image_io: an sRGB profile relabelled GRAY/CMYK.
