@@ -20,7 +20,7 @@ from img2img.data import (
 )
 from img2img.data.augment import CropSpec, resize_target
 from img2img.image_io import Image, write_image
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 LEVEL = 1 / 255 + 1e-6  # one 8-bit level
 

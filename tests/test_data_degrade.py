@@ -9,7 +9,7 @@ from PIL import Image as PILImage
 
 from img2img.data import bicubic_downscale, degrade_realesrgan
 from img2img.data.degrade import blur, gaussian_kernel, jpeg
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 
 def to_tensor(px: np.ndarray) -> torch.Tensor:

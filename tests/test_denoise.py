@@ -15,7 +15,7 @@ from img2img.checkpoints import CheckpointError, bundled, load_model, save_model
 from img2img.cli import cli
 from img2img.cli.common import EXIT_OK, EXIT_USAGE
 from img2img.networks import build
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 SR = {"scale": 2, "num_feat": 4, "num_block": 1}
 

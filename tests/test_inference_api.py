@@ -14,7 +14,7 @@ from img2img.checkpoints.descriptor import ModelDescriptor
 from img2img.inference import Engine, InferenceError, Runner, TorchRunner
 from img2img.inference.tile_pool import TilePool
 from img2img.networks import build
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 
 @pytest.fixture(autouse=True)

@@ -1,9 +1,10 @@
 """Networks: reference parameter counts, reference state-dict keys, shapes, size checks, gradients.
 
-Reference figures are not taken from our own code: the pix2pix/CycleGAN counts come from
-/work/shared/REFERENCE_FACTS.md (measured on junyanz/pytorch-CycleGAN-and-pix2pix), the others
-are summed by hand from the papers' / BasicSR's layer lists in the tests below, and expected
-key lists are written out from the reference module order.
+Reference figures are not taken from our own code: the pix2pix/CycleGAN counts are those of the
+reference repository, junyanz/pytorch-CycleGAN-and-pix2pix (the networks of its models/networks.py
+built at default sizes, parameters counted); the others are summed by hand from the papers' /
+BasicSR's layer lists in the tests below, and expected key lists are written out from the reference
+module order.
 """
 
 from __future__ import annotations

@@ -13,15 +13,9 @@ from torch import nn
 from img2img import image_io
 from img2img.checkpoints.descriptor import ModelDescriptor
 from img2img.inference import Engine, PipelineUsageError, plan_jobs, run_folder, run_jobs
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: threads only add start-up cost on a shared machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 
 class Nearest(nn.Module):

@@ -50,14 +50,7 @@ def _config(tmp_path, **overrides) -> SRGANConfig:
     values.update(overrides)
     return build_config(SRGANConfig, ("test", values))
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny nets on a shared 2-core machine: one thread avoids OpenMP oversubscription (100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from img2img.training.method import Method, Prediction, StepContext
 from img2img.training.methods import METHODS
 from img2img.training.methods.cycle import CycleConfig
 from img2img.training.methods.srgan import SRGAN, SRGANConfig
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 
 @pytest.fixture(autouse=True)

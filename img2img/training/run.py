@@ -21,7 +21,7 @@ import torch
 
 from img2img.training import distributed
 from img2img.training.config import ConfigError, TrainConfig, build_config, read_yaml, save_config
-from img2img.training.loop import FitResult, fit, select_device
+from img2img.training.loop import FitResult, check_fresh_run, fit, select_device
 from img2img.training.method import Method
 from img2img.training.methods import get_method
 from img2img.training.resume import check_resume_changes
@@ -129,8 +129,8 @@ def train(
         instance = method_cls(config)  # initial weights come from the seed
         train_loader, val_loader, augment = build_loaders(instance, config)
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume and checkpoint_path(run_dir).exists():
-            raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
+        if not resume:
+            check_fresh_run(run_dir)  # before config.yaml of the existing run is overwritten
 
         def save_resolved_config() -> None:  # once the run (or the resume) has been accepted
             if distributed.is_main():
