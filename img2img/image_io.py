@@ -17,6 +17,7 @@ import re
 import secrets
 import struct
 import threading
+import time
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -38,6 +39,8 @@ __all__ = [
     "list_image_files",
     "pixels_to_tensor",
     "read_image",
+    "remove_stale_temporaries",
+    "temporary_name",
     "tensor_to_pixels",
     "write_image",
 ]
@@ -84,6 +87,8 @@ _SIGNATURES = {
     b"MM\x00+": "TIFF",
     b"BM": "BMP",
 }
+_NOT_AN_IMAGE = "not a recognised image file (expected JPEG, PNG, WebP, TIFF or BMP data)"
+_SNIFF_BYTES = 16  # enough for every signature above and WebP's RIFF....WEBP
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 _ORIENTATION_TAG = 0x0112
 
@@ -225,7 +230,12 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            # The signature first: a large file that is no image is refused without reading it whole.
+            head = f.read(_SNIFF_BYTES)
+            if head and _sniff_format(head) is None:
+                raise ImageIOError(path, _NOT_AN_IMAGE)
+            data = head + f.read()
     except FileNotFoundError:
         raise ImageIOError(path, "no such file") from None
     except IsADirectoryError:
@@ -251,9 +261,7 @@ def _open_header(path: Path, data: bytes) -> PIL.Image.Image:
         except Exception as err:  # Pillow raises many types on malformed headers
             fmt = _sniff_format(data)
             if fmt is None:
-                raise ImageIOError(
-                    path, "not a recognised image file (expected JPEG, PNG, WebP, TIFF or BMP data)"
-                ) from None
+                raise ImageIOError(path, _NOT_AN_IMAGE) from None
             detail = "" if isinstance(err, PIL.UnidentifiedImageError) else f": {err}"
             raise ImageIOError(
                 path, f"corrupt, truncated or unsupported {fmt} file (its header cannot be parsed{detail})"
@@ -283,8 +291,8 @@ def _check_pixel_count(path: Path, width: int, height: int, max_pixels: int | No
         raise ImageIOError(
             path,
             f"image is {width}x{height} = {count:,} pixels, over the limit of {max_pixels:,} "
-            f"(a guard against decompression bombs); pass max_pixels={count} or more to read_image "
-            f"to read it",
+            f"(a guard against decompression bombs); to read it, raise the limit to {count} or more "
+            f"(img2img --max-pixels / IMG2IMG_MAX_PIXELS, or read_image(max_pixels=))",
         )
 
 
@@ -608,6 +616,43 @@ def _tiff_with_tags(path: Path, data: bytes, tags: Sequence[tuple[int, int, int,
     return bytes(out)
 
 
+# ".NAME.1234abcd.tmp": a hidden name beside the output, recognisable so that the temporary files
+# of a killed run can be removed by the next one (``remove_stale_temporaries``).
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+_NAME_MAX = 255  # bytes in one file name on the common file systems (ext4, XFS, APFS, NTFS in UTF-16 units)
+
+
+def temporary_name(name: str) -> str:
+    """A fresh hidden temporary name for writing ``name``, never longer than ``name`` may be
+    (the output's name is shortened inside it, not the 14 bytes that make it ours)."""
+    tag = f".{secrets.token_hex(4)}.tmp"
+    room = _NAME_MAX - 1 - len(tag)
+    encoded = os.fsencode(name)
+    if len(encoded) > room:
+        name = os.fsdecode(encoded[:room].decode("utf-8", "ignore").encode("utf-8"))
+    return f".{name}{tag}"
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], *, older_than: float = 600.0) -> list[Path]:
+    """Delete our temporary files (``temporary_name``) in ``folder`` untouched for ``older_than``
+    seconds: left by a killed run. Younger ones may belong to a run writing there now. Returns them."""
+    removed = []
+    cutoff = time.time() - older_than
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if _TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+        except OSError:
+            continue  # gone already, or not ours to remove
+    return removed
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write to a hidden temporary name beside ``path``, then rename over it: never a half file."""
     try:
@@ -615,7 +660,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except OSError as err:
         raise ImageIOError(path, f"cannot create directory {path.parent}: {err.strerror or err}") from err
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = path.with_name(temporary_name(path.name))
         try:
             # os.open with 0o666 lets the umask decide the mode, as for any new file (mkstemp gives 0o600).
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)

@@ -83,6 +83,14 @@ def _common_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality."
         ),
         click.option(
+            "--max-pixels",
+            type=click.IntRange(min=0),
+            default=None,
+            envvar="IMG2IMG_MAX_PIXELS",
+            help="Refuse inputs with more pixels, a guard against decompression bombs; 0: no limit "
+            "[default: 250 million; env IMG2IMG_MAX_PIXELS].",
+        ),
+        click.option(
             "--skip-existing/--overwrite",
             default=True,
             show_default=True,
@@ -167,8 +175,10 @@ def _run(
     suffix: str,
     fmt: str,
     quality: int,
+    max_pixels: int | None,
     skip_existing: bool,
 ) -> None:
+    from img2img import image_io
     from img2img.checkpoints import CheckpointError, load_model
     from img2img.inference import (
         Engine,
@@ -211,6 +221,7 @@ def _run(
             jobs,
             overwrite=not skip_existing,
             quality=quality,
+            max_pixels=image_io.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels or None,
             progress=verbosity >= 1 and sys.stderr.isatty() and main,
             on_error=lambda path, reason: click.echo(f"error: {path}: {reason}", err=True),
         )
