@@ -133,10 +133,10 @@ def odd_folder(folder: Path) -> tuple[list[str], list[str]]:
     return good, bad
 
 
-def run_limited(*args: str) -> subprocess.CompletedProcess[str]:
+def run_limited(*args: str, headroom: int = HEADROOM) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MALLOC_ARENA_MAX": "2", "OMP_NUM_THREADS": "1"}  # arenas reserve address space
     return subprocess.run(
-        [sys.executable, "-c", LIMITED_CLI, str(HEADROOM), *args],
+        [sys.executable, "-X", "faulthandler", "-c", LIMITED_CLI, str(headroom), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -174,6 +174,21 @@ def test_translate_an_odd_folder_under_a_memory_limit(tmp_path: Path) -> None:
     result = run_limited("translate", str(tmp_path / "in"), str(tmp_path / "out"), "-m", str(model))
     assert_batch_went_on(result, tmp_path / "out", good, bad)
     assert image_io.read_image(tmp_path / "out" / "good_gray.png").pixels.shape == (12, 16, 1)
+
+
+def test_an_image_that_decodes_but_does_not_fit_the_model_run_fails_alone(tmp_path: Path) -> None:
+    """4000 x 4000 decodes in ~100 MB; its x2 output alone is 192 MB, over the 250 MB allowed."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "z.png"):
+        image_io.write_image(src / name, image_io.Image(pixels=smooth_rgb(20, 24, seed=1)))
+    palette_bomb(src / "big.png", side=4000)
+    model = sr_model(tmp_path / "sr.safetensors")
+    result = run_limited("upscale", str(src), str(tmp_path / "out"), "-m", str(model), "--tile", "64",
+                         headroom=250 << 20)
+    assert "Traceback" not in result.stderr and result.returncode == EXIT_SOME_FAILED, result.stderr
+    assert "big.png: out of memory running the model" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "z.png"]
 
 
 # ---------------------------------------------------------------------------- per case, fast
