@@ -305,3 +305,28 @@ def test_an_output_folder_below_a_file_is_refused_before_any_work(tmp_path: Path
     assert result.exit_code == EXIT_USAGE, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "is a file" in lines[0] and "wrote" not in result.stderr, lines
+
+
+WARNING_CLI = """
+import sys, warnings
+from img2img import image_io
+from img2img.cli import cli
+read = image_io.read_image
+def warning_read(path, **kwargs):
+    warnings.warn(f"{path}: unreadable EXIF data (test); orientation not applied", stacklevel=2)
+    return read(path, **kwargs)
+image_io.read_image = warning_read
+sys.argv[0] = "img2img"
+cli()
+"""
+
+
+def test_warnings_while_reading_are_one_line(tmp_path: Path) -> None:
+    """A Python warning raised while reading a file (image_io's, Pillow's) is one line, no source location."""
+    model = sr_model(tmp_path / "sr.safetensors")
+    args = ["upscale", str(photos(tmp_path / "in")), str(tmp_path / "out"), "-m", str(model)]
+    result = subprocess.run([sys.executable, "-c", WARNING_CLI, *args], capture_output=True, text=True, timeout=240)
+    assert result.returncode == EXIT_OK, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "EXIF" in line]
+    assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines), result.stderr
+    assert "UserWarning" not in result.stderr and "warnings.warn" not in result.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -239,15 +240,18 @@ def _run(
 @contextlib.contextmanager
 def _inference_logging(verbosity: int) -> Iterator[None]:
     """Engine notes on stderr, by verbosity: warnings (``--half`` on a CPU, out-of-memory retries)
-    normally, also each image's tile plan with ``-v``."""
+    normally, also each image's tile plan with ``-v``. Python warnings raised while reading files
+    (image_io's and Pillow's, e.g. unreadable EXIF data) are one line each, without a source location."""
     logger = logging.getLogger("img2img.inference")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("note: %(message)s"))
-    saved = logger.level
+    saved = logger.level, warnings.formatwarning
     logger.setLevel({0: logging.ERROR, 1: logging.WARNING}.get(verbosity, logging.INFO))
     logger.addHandler(handler)
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
     try:
         yield
     finally:
         logger.removeHandler(handler)
-        logger.setLevel(saved)
+        logger.setLevel(saved[0])
+        warnings.formatwarning = saved[1]
