@@ -330,3 +330,21 @@ def test_warnings_while_reading_are_one_line(tmp_path: Path) -> None:
     lines = [line for line in result.stderr.splitlines() if "EXIF" in line]
     assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines), result.stderr
     assert "UserWarning" not in result.stderr and "warnings.warn" not in result.stderr
+
+
+def test_disk_full_while_writing_one_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, src = sr_model(tmp_path / "sr.safetensors"), photos(tmp_path / "in")
+    real_fsync = os.fsync
+
+    def full_for_a(fd: int) -> None:
+        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(".a.png."):
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_for_a)
+    out = tmp_path / "out"
+    result = invoke("upscale", str(src), str(out), "-m", str(model))
+    assert result.exit_code == EXIT_SOME_FAILED, result.output
+    lines = [line for line in result.stderr.splitlines() if "a.png" in line]
+    assert len(lines) == 1 and "No space left on device" in lines[0], result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["b.jpg"]  # no a.png, no temporary file
