@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,14 @@ def _common_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality."
+        ),
+        click.option(
+            "--max-pixels",
+            type=click.IntRange(min=0),
+            default=None,
+            envvar="IMG2IMG_MAX_PIXELS",
+            help="Refuse inputs with more pixels, a guard against decompression bombs; 0: no limit "
+            "[default: 250 million; env IMG2IMG_MAX_PIXELS].",
         ),
         click.option(
             "--skip-existing/--overwrite",
@@ -178,8 +187,10 @@ def _run(
     suffix: str,
     fmt: str,
     quality: int,
+    max_pixels: int | None,
     skip_existing: bool,
 ) -> None:
+    from img2img import image_io
     from img2img.checkpoints import CheckpointError, load_model
     from img2img.inference import (
         Engine,
@@ -224,6 +235,7 @@ def _run(
             jobs,
             overwrite=not skip_existing,
             quality=quality,
+            max_pixels=image_io.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels or None,
             progress=verbosity >= 1 and sys.stderr.isatty() and main,
             on_error=lambda path, reason: click.echo(f"error: {path}: {reason}", err=True),
         )
@@ -241,15 +253,18 @@ def _run(
 @contextlib.contextmanager
 def _inference_logging(verbosity: int) -> Iterator[None]:
     """Engine notes on stderr, by verbosity: warnings (``--half`` on a CPU, out-of-memory retries)
-    normally, also each image's tile plan with ``-v``."""
+    normally, also each image's tile plan with ``-v``. Python warnings raised while reading files
+    (image_io's and Pillow's, e.g. unreadable EXIF data) are one line each, without a source location."""
     logger = logging.getLogger("img2img.inference")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("note: %(message)s"))
-    saved = logger.level
+    saved = logger.level, warnings.formatwarning
     logger.setLevel({0: logging.ERROR, 1: logging.WARNING}.get(verbosity, logging.INFO))
     logger.addHandler(handler)
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"warning: {message}\n"
     try:
         yield
     finally:
         logger.removeHandler(handler)
-        logger.setLevel(saved)
+        logger.setLevel(saved[0])
+        warnings.formatwarning = saved[1]

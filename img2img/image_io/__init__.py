@@ -15,7 +15,7 @@ listing), ``_decode`` (bytes -> ``Image``), ``_encode`` (``Image`` -> file, atom
 
 from img2img.image_io._convert import pixels_to_tensor, tensor_to_pixels
 from img2img.image_io._decode import read_image
-from img2img.image_io._encode import write_image
+from img2img.image_io._encode import remove_stale_temporaries, temporary_name, write_image
 from img2img.image_io._record import (
     BT601_LUMA,
     DEFAULT_MAX_PIXELS,
@@ -36,6 +36,8 @@ __all__ = [
     "list_image_files",
     "pixels_to_tensor",
     "read_image",
+    "remove_stale_temporaries",
+    "temporary_name",
     "tensor_to_pixels",
     "write_image",
 ]

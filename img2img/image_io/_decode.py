@@ -31,6 +31,8 @@ _PILLOW_FORMATS = {
 }
 _PILLOW_OPENERS = ["PNG", "JPEG", "WEBP", "TIFF", "BMP", "DIB"]
 # Leading bytes of each format, to tell a damaged image from a file that is no image at all.
+_NOT_AN_IMAGE = "not a recognised image file (expected JPEG, PNG, WebP, TIFF or BMP data)"
+_SNIFF_BYTES = 16  # enough for every signature below and WebP's RIFF....WEBP
 _SIGNATURES = {
     b"\x89PNG\r\n\x1a\n": "PNG",
     b"\xff\xd8\xff": "JPEG",
@@ -85,7 +87,12 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            # The signature first: a large file that is no image is refused without reading it whole.
+            head = f.read(_SNIFF_BYTES)
+            if head and _sniff_format(head) is None:
+                raise ImageIOError(path, _NOT_AN_IMAGE)
+            data = head + f.read()
     except FileNotFoundError:
         raise ImageIOError(path, "no such file") from None
     except IsADirectoryError:
@@ -111,9 +118,7 @@ def _open_header(path: Path, data: bytes) -> PIL.Image.Image:
         except Exception as err:  # Pillow raises many types on malformed headers
             fmt = _sniff_format(data)
             if fmt is None:
-                raise ImageIOError(
-                    path, "not a recognised image file (expected JPEG, PNG, WebP, TIFF or BMP data)"
-                ) from None
+                raise ImageIOError(path, _NOT_AN_IMAGE) from None
             detail = "" if isinstance(err, PIL.UnidentifiedImageError) else f": {err}"
             raise ImageIOError(
                 path, f"corrupt, truncated or unsupported {fmt} file (its header cannot be parsed{detail})"
@@ -143,8 +148,8 @@ def _check_pixel_count(path: Path, width: int, height: int, max_pixels: int | No
         raise ImageIOError(
             path,
             f"image is {width}x{height} = {count:,} pixels, over the limit of {max_pixels:,} "
-            f"(a guard against decompression bombs); pass max_pixels={count} or more to read_image "
-            f"to read it",
+            f"(a guard against decompression bombs); to read it, raise the limit to {count} or more "
+            f"(img2img --max-pixels / IMG2IMG_MAX_PIXELS, or read_image(max_pixels=))",
         )
 
 

@@ -96,6 +96,7 @@ class Engine:
             raise ValueError(f"alpha must be 'bicubic' or 'model', got {alpha!r}")
         if not (tile == "auto" or (isinstance(tile, int) and tile >= 0)):
             raise ValueError(f"tile must be a number of pixels >= 0 or 'auto', got {tile!r}")
+        _check_finite_weights(model.net)
         self.model = model
         self.alpha = alpha
         self.tile = tile
@@ -407,6 +408,16 @@ class _Counter:
     def replan(self, *, spent: int, planned: int, new: int) -> None:
         """An image restarts with a new plan: what the old one still had to do is replaced by ``new``."""
         self.total += new - (planned - spent)
+
+
+def _check_finite_weights(net: torch.nn.Module) -> None:
+    """Refuse a network with NaN/Inf weights once, up front: it would fail every image alike."""
+    for name, tensor in [*net.named_parameters(), *net.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InferenceError(
+                f"the model's weights hold NaN or infinite values ({name}); it cannot produce images "
+                f"(a diverged or damaged file: export it again from a good checkpoint)"
+            )
 
 
 def _check_pixels(pixels: np.ndarray) -> None:

@@ -86,6 +86,7 @@ def plan_jobs(
     """
     if fmt not in FORMATS:
         raise PipelineUsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    _check_suffix(suffix)
     src_text, dst_text = os.fspath(src), os.fspath(dst)
     src_path, dst_path = Path(src_text).expanduser(), Path(dst_text).expanduser()
     dst_is_dir = dst_path.is_dir() or dst_text.endswith(("/", os.sep)) or not image_io.is_image_path(dst_path)
@@ -105,10 +106,36 @@ def plan_jobs(
             for path, rel in _inputs(src_text, src_path, recursive=recursive)
             if not (nested and _is_inside(path, dst_path))
         ]
+        # With DST == SRC and a --suffix/--format, the outputs of an earlier run are not inputs.
+        made_by = {job.dst.resolve(): job for job in jobs if job.dst.resolve() != job.src.resolve()}
+        jobs = [job for job in jobs if made_by.get(job.src.resolve(), job) is job]
         if not jobs:
             raise PipelineUsageError(f"{src_text}: no image files found (supported: {_suffixes()})")
     _check_outputs(jobs)
+    _check_writable(jobs)
     return jobs
+
+
+def _check_suffix(suffix: str) -> None:
+    """A suffix stays inside the file name: no separator, no NUL, so outputs never leave DST."""
+    bad = [c for c in ("/", os.sep, os.altsep or "/", "\0") if c in suffix]
+    if bad:
+        raise PipelineUsageError(
+            f"--suffix {suffix!r}: must not contain {bad[0]!r} (it is added to each output's file name, "
+            f"it cannot name a folder)"
+        )
+
+
+def _check_writable(jobs: list[Job]) -> None:
+    """Each output folder is, or can be made, a writable directory: found now, not after the work."""
+    for folder in sorted({job.dst.parent for job in jobs}):
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise PipelineUsageError(f"{folder}: cannot be an output folder, {existing} is a file")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PipelineUsageError(f"{folder}: cannot write there (permission denied on {existing})")
 
 
 def _suffixes() -> str:
@@ -194,16 +221,21 @@ def run_jobs(
     report = RunReport()
     start = time.perf_counter()
     todo = []
-    for job in jobs:
-        if job.dst.exists() and not overwrite:
-            report.skipped.append(job.dst)
-        else:
-            todo.append(job)
+    for folder in {job.dst.parent for job in jobs}:
+        image_io.remove_stale_temporaries(folder)  # left by a killed run
 
     def fail(path: Path, reason: str) -> None:
         report.failed.append((path, reason))
         if on_error is not None:
             on_error(path, reason)
+
+    for job in jobs:
+        if job.dst.is_dir():
+            fail(job.dst, "a directory is where the output file should go; move it away")
+        elif job.dst.exists() and not overwrite:
+            report.skipped.append(job.dst)
+        else:
+            todo.append(job)
 
     def finish(job: Job, writing: Future[str | None]) -> None:
         reason = writing.result()  # a bug in encoding raises here
@@ -213,7 +245,7 @@ def run_jobs(
             fail(job.dst, reason)
         bar.update(1)
 
-    bar = _progress_bar(len(jobs), initial=len(report.skipped), enabled=progress)
+    bar = _progress_bar(len(jobs), initial=len(report.skipped) + len(report.failed), enabled=progress)
     reader = ThreadPoolExecutor(1, thread_name_prefix="img2img-read")
     writer = ThreadPoolExecutor(1, thread_name_prefix="img2img-write")
     upcoming = iter(todo)
@@ -238,6 +270,10 @@ def run_jobs(
                 out = engine.run_image(image, progress=None if tile_progress is None else partial(tile_progress, job))
             except InferenceError as err:
                 fail(job.src, str(err))
+                bar.update(1)
+                continue
+            except MemoryError:
+                fail(job.src, f"out of memory running the model on {image.width}x{image.height} pixels")
                 bar.update(1)
                 continue
             report.megapixels += image.height * image.width / 1e6
@@ -294,6 +330,10 @@ def _read(path: Path, max_pixels: int | None) -> tuple[image_io.Image | None, st
         return image_io.read_image(path, max_pixels=max_pixels), None
     except image_io.ImageIOError as err:
         return None, err.reason
+    except MemoryError:
+        return None, "out of memory while decoding (the image is too large for the memory available)"
+    except Exception as err:  # noqa: BLE001 - a hostile file may make a decoder raise anything
+        return None, f"cannot decode ({type(err).__name__}: {err})"
 
 
 def _write(path: Path, image: image_io.Image, quality: int) -> str | None:
@@ -302,6 +342,8 @@ def _write(path: Path, image: image_io.Image, quality: int) -> str | None:
         image_io.write_image(path, image, quality=quality)
     except image_io.ImageIOError as err:
         return err.reason
+    except MemoryError:
+        return "out of memory while encoding"
     return None
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from img2img import image_io
+from img2img.inference.errors import InferenceError
 
 QUANTISE_ROWS = 64  # output rows converted to pixels at a time: bounds the float temporaries
 
@@ -93,6 +94,8 @@ class PixelSink:
         for start in range(y0, stop_all, QUANTISE_ROWS):
             stop = min(start + QUANTISE_ROWS, stop_all)
             part = to_output_channels(rows[:, start - y0 : stop - y0, : self.width], self.channels)
+            if bool(torch.isnan(part).any()):
+                raise InferenceError("the model produced NaN values for this image (they have no pixel value)")
             self.out[start:stop] = image_io.tensor_to_pixels(part, self.out.dtype, self.value_range).reshape(
                 stop - start, self.width, self.channels
             )
