@@ -5,11 +5,16 @@ from __future__ import annotations
 import importlib.util
 import threading
 
+import cv2
+import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
-from img2img.checkpoints import ModelDescriptor
+from img2img.checkpoints import ModelDescriptor, save_model
 from img2img.checkpoints import export as export_module
+from img2img.cli import cli
+from img2img.cli.common import EXIT_OK, EXIT_USAGE
 from img2img.inference import backends
 from img2img.inference.backends import (
     AUTO_CPU,
@@ -17,9 +22,12 @@ from img2img.inference.backends import (
     OnnxRuntimeRunner,
     OpenVinoRunner,
     choose_backend,
+    make_engine,
     make_runner,
 )
+from img2img.inference.runners import TorchRunner
 from img2img.networks import ARCHITECTURES, build, resolve_kwargs
+from tests.conftest import smooth_rgb
 
 CPU = torch.device("cpu")
 
@@ -132,3 +140,70 @@ def test_the_export_is_cached_per_model(monkeypatch) -> None:
     other = export_module.cached_onnx(_msrresnet(seed=1))
     assert other != first and len(calls) == 1 and other.is_file()
     assert backends.cached_onnx is export_module.cached_onnx  # the runners use this cache
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_engine_on_a_photo_within_one_level_of_torch(backend) -> None:
+    desc = _msrresnet()
+    photo = smooth_rgb(70, 90)
+    want = make_engine(desc, backend="torch", device="cpu", tile=48)(photo)
+    engine = make_engine(desc, backend=backend, device="cpu", tile=48, threads=1)
+    assert (
+        type(engine.runner).__name__
+        == {"onnxruntime": "OnnxRuntimeRunner", "openvino": "OpenVinoRunner"}[backend]
+    )
+    assert engine.plan_for(70, 90).count > 1  # really tiled
+    got = engine(photo)
+    assert got.shape == want.shape == (280, 360, 3)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_make_engine_keeps_torch_settings_for_torch_and_instance_norm() -> None:
+    cyclegan = _descriptor("resnet", ngf=4, n_blocks=1)
+    engine = make_engine(cyclegan, backend="auto", device="cpu", tile=32)
+    assert isinstance(engine.runner, TorchRunner)
+    with pytest.raises(BackendError, match="InstanceNorm"):
+        make_engine(cyclegan, backend="openvino", device="cpu")
+    with pytest.raises(BackendError, match="--compile applies to the torch backend"):
+        make_engine(_msrresnet(), backend="onnxruntime", device="cpu", compile=True)
+
+
+def test_cli_backend_option(tmp_path) -> None:
+    model = save_model(_msrresnet(), tmp_path / "sr.safetensors")
+    cv2.imwrite(str(tmp_path / "photo.png"), smooth_rgb(40, 52))
+    outputs = {}
+    for backend in ("torch", "onnxruntime"):
+        result = CliRunner().invoke(
+            cli,
+            [
+                "upscale",
+                str(tmp_path / "photo.png"),
+                str(tmp_path / backend),
+                "--model",
+                str(model),
+                "--backend",
+                backend,
+                "--tile",
+                "32",
+            ],  # fmt: skip
+        )
+        assert result.exit_code == EXIT_OK, result.output
+        outputs[backend] = cv2.imread(str(tmp_path / backend / "photo.png")).astype(int)
+    assert outputs["torch"].shape == (160, 208, 3)
+    assert np.abs(outputs["torch"] - outputs["onnxruntime"]).max() <= 1
+
+    cyclegan = save_model(_descriptor("resnet", ngf=4, n_blocks=1), tmp_path / "g.safetensors")
+    refused = CliRunner().invoke(
+        cli,
+        [
+            "translate",
+            str(tmp_path / "photo.png"),
+            str(tmp_path / "t"),
+            "--model",
+            str(cyclegan),
+            "--backend",
+            "openvino",
+        ],  # fmt: skip
+    )
+    assert refused.exit_code == EXIT_USAGE
+    assert "InstanceNorm" in refused.output and "--backend torch" in refused.output

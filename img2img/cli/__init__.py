@@ -46,4 +46,9 @@ _register_commands()
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    from img2img import allocator
+
+    # The process is ours: keep freed memory for reuse (tiled runs otherwise page-fault it back
+    # in tile after tile). It has to happen before any thread allocates; see img2img/allocator.py.
+    allocator.keep_freed_memory()
     cli.main(args=argv, prog_name="img2img")

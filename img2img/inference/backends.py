@@ -16,6 +16,7 @@ statistics. ``auto`` keeps them on torch and an explicit ONNX Runtime / OpenVINO
 from __future__ import annotations
 
 import importlib.util
+import logging
 import queue
 from typing import Any
 
@@ -25,6 +26,11 @@ import torch
 from img2img.checkpoints import CheckpointError
 from img2img.checkpoints.descriptor import ModelDescriptor
 from img2img.checkpoints.export import INPUT_NAME, cached_onnx
+from img2img.inference.engine import Engine
+from img2img.inference.runners import Runner, TorchRunner, select_device
+from img2img.inference.tile_policy import TileSpec
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 # The Python packages each runtime needs (the ONNX export needs onnx and onnxscript too).
@@ -91,18 +97,24 @@ def make_runner(
     backend: str = "auto",
     device: torch.device | str = "cpu",
     threads: int | None = None,
-) -> Any:
-    """A runner for ``model`` on ``device``: ``TorchRunner`` or one of the CPU runners below.
+    *,
+    half: bool = False,
+    compile: bool = False,
+) -> Runner:
+    """A runner for ``model`` on ``device``: a ``TorchRunner`` or one of the CPU runners below.
 
-    ``threads``: the runtime's intra-op threads (default: torch's thread count, i.e. the
-    process setting). Raises BackendError as :func:`choose_backend`, or when the export fails.
+    ``threads``: the ONNX Runtime / OpenVINO intra-op threads (default: torch's thread count, the
+    process setting; the torch runner's threads are the engine's tile pool). ``half`` and
+    ``compile`` are torch settings (``compile`` with another backend is an error; ``half`` is a
+    GPU setting, ignored on a CPU as the torch runner does). Raises BackendError as
+    :func:`choose_backend`, or when the export fails.
     """
-    device = torch.device(device)
+    device = select_device(device)
     chosen = choose_backend(model, backend, device)
     if chosen == "torch":
-        from img2img.inference.runners import TorchRunner
-
-        return TorchRunner(model)
+        return TorchRunner(model.net, device=device, half=half, compile=compile)
+    if compile:
+        raise BackendError(f"--compile applies to the torch backend, not {chosen}")
     threads = torch.get_num_threads() if threads is None else int(threads)
     if threads < 1:
         raise BackendError(f"threads must be >= 1, got {threads}")
@@ -114,6 +126,36 @@ def make_runner(
     return runner_type(path, model, threads=threads)
 
 
+def make_engine(
+    model: ModelDescriptor,
+    *,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+    tile: TileSpec = "auto",
+    overlap: int | None = None,
+    batch: int | None = None,
+    half: bool = False,
+    compile: bool = False,
+    alpha: str = "bicubic",
+) -> Engine:
+    """An ``Engine`` for ``model`` whose network runs on ``backend`` (the CLI's ``--backend``).
+
+    ``device``: as for ``Engine`` (None keeps the model where it is). The torch backend gets the
+    engine's own torch runner (tile pool, ``half``, ``compile``, InstanceNorm statistics); another
+    backend gets :func:`make_runner`'s runner with ``threads``, and ``half`` is ignored with a
+    note (float32 on the CPU). The other arguments are ``Engine``'s.
+    """
+    device = model.device if device is None else select_device(device)
+    chosen = choose_backend(model, backend, device)
+    common = {"tile": tile, "overlap": overlap, "batch": batch, "alpha": alpha}
+    if chosen == "torch":
+        return Engine(model, device=device, half=half, compile=compile, **common)
+    if half:
+        log.warning("--half: %s runs float32 on the CPU", chosen)
+    return Engine(model, runner=make_runner(model, chosen, device, threads, compile=compile), **common)
+
+
 class OnnxRuntimeRunner:
     """Runs tile batches with ONNX Runtime on the CPU: (B, C, h, w) float32 -> (B, C_out, h*s, w*s).
 
@@ -123,6 +165,8 @@ class OnnxRuntimeRunner:
     """
 
     name = "onnxruntime"
+    device = torch.device("cpu")
+    fixed_shape = False
 
     def __init__(self, onnx_path: Any, model: ModelDescriptor, *, threads: int) -> None:
         import onnxruntime
@@ -159,6 +203,8 @@ class OpenVinoRunner:
     """
 
     name = "openvino"
+    device = torch.device("cpu")
+    fixed_shape = False
 
     def __init__(self, onnx_path: Any, model: ModelDescriptor, *, threads: int) -> None:
         import openvino
