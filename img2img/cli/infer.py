@@ -67,10 +67,10 @@ def _common_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--backend",
             type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]),
-            default="auto",
+            default="torch",
             show_default=True,
             help="What runs the network: auto takes the fastest measured on a CPU for this architecture "
-            "(docs/backends.md), torch on a GPU.",
+            "(docs/backends.md; the first run exports the model), torch on a GPU.",
         ),
         click.option(
             "--recursive",

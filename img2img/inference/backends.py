@@ -94,7 +94,7 @@ def choose_backend(model: ModelDescriptor, backend: str, device: torch.device) -
 
 def make_runner(
     model: ModelDescriptor,
-    backend: str = "auto",
+    backend: str,
     device: torch.device | str = "cpu",
     threads: int | None = None,
     *,
@@ -129,7 +129,7 @@ def make_runner(
 def make_engine(
     model: ModelDescriptor,
     *,
-    backend: str = "auto",
+    backend: str = "torch",
     device: str | torch.device | None = None,
     threads: int | None = None,
     tile: TileSpec = "auto",
