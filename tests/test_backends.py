@@ -207,3 +207,10 @@ def test_cli_backend_option(tmp_path) -> None:
     )
     assert refused.exit_code == EXIT_USAGE
     assert "InstanceNorm" in refused.output and "--backend torch" in refused.output
+
+
+def test_the_cli_offers_exactly_the_backends() -> None:
+    from img2img.cli.infer import upscale
+
+    option = next(p for p in upscale.params if p.name == "backend")
+    assert tuple(option.type.choices) == backends.BACKENDS

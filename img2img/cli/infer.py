@@ -66,7 +66,7 @@ def _common_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--backend",
-            type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]),
+            type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]),  # backends.BACKENDS (a test checks)
             default="torch",
             show_default=True,
             help="What runs the network: auto takes the fastest measured on a CPU for this architecture "
