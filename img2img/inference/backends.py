@@ -46,7 +46,6 @@ _EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
 # an architecture not listed here, or a backend never measured faster than torch, runs on torch.
 AUTO_CPU: dict[str, tuple[str, ...]] = {
     "msrresnet": ("openvino", "onnxruntime", "torch"),
-    "srresnet": ("openvino", "onnxruntime", "torch"),
     "rrdbnet": ("openvino", "onnxruntime", "torch"),
     "unet": ("openvino", "onnxruntime", "torch"),
     "unet_128": ("openvino", "onnxruntime", "torch"),
