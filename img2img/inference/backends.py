@@ -42,14 +42,12 @@ _PACKAGES = {
 _EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
 
 # Per architecture, the CPU backends in order of measured speed through the tiled engine
-# (benchmarks/bench_backends.py, 2 threads; docs/benchmarks.md). The first installed one wins;
-# an architecture not listed here, or a backend never measured faster than torch, runs on torch.
+# (benchmarks/bench_backends.py, 2 threads; figures in docs/benchmarks.md, "Backends"). The first
+# installed one wins; an architecture not listed here runs on torch. Only measured entries belong
+# here: MSRResNet through the engine; RRDBNet from whole-image runs of the same runtimes.
 AUTO_CPU: dict[str, tuple[str, ...]] = {
     "msrresnet": ("openvino", "onnxruntime", "torch"),
     "rrdbnet": ("openvino", "onnxruntime", "torch"),
-    "unet": ("openvino", "onnxruntime", "torch"),
-    "unet_128": ("openvino", "onnxruntime", "torch"),
-    "unet_256": ("openvino", "onnxruntime", "torch"),
 }
 
 
