@@ -188,3 +188,17 @@ def test_upscale_without_model_uses_the_shipped_x4_default(tmp_path: Path, monke
     result = invoke("upscale", str(src / "a.png"), str(tmp_path / "out"))
     assert result.exit_code == EXIT_OK, result.output
     assert image_io.read_image(tmp_path / "out" / "a.png").pixels.shape == (80, 96, 3)
+
+
+def test_verbose_names_the_tile_plan(tmp_path: Path) -> None:
+    model = sr_model(tmp_path / "sr.safetensors")
+    src = photos(tmp_path / "in")
+    result = invoke("-v", "upscale", str(src / "a.png"), str(tmp_path / "out"), "--model", str(model),
+                    "--tile", "16", "--overlap", "4", "--batch", "3")
+    assert result.exit_code == EXIT_OK, result.output
+    plan = Engine(load_model(model), tile=16, overlap=4).plan_for(20, 24)
+    # a.png is 24 x 20: the plan the engine chose, its overlap and the batch.
+    assert f"24 x 20 px: {plan.rows.count} x {plan.cols.count} tiles of {plan.rows.tile} x {plan.cols.tile} px" in result.stderr
+    assert f"overlap {plan.overlap} px" in result.stderr and "batch 3" in result.stderr
+    quiet = invoke("upscale", str(src / "a.png"), str(tmp_path / "o2"), "--model", str(model), "--tile", "16")
+    assert "tiles of" not in quiet.stderr

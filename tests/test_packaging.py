@@ -65,3 +65,14 @@ def test_every_shipped_model_has_its_card_and_figures() -> None:
             mean_gain = sum(r["gain"] for r in rows) / len(rows)
             assert abs(folder["mean"]["gain"] - mean_gain) < 1e-9
             assert all(r["gain"] == r["psnr_ours"] - max(r["psnr_pil"], r["psnr_bicubic"]) for r in rows)
+        # The real-world protocol (clean / jpeg / noise, gain over PIL bicubic), per denoise strength.
+        for strength in card.get("real_world", {}).values():
+            for folder in strength["folders"].values():
+                for condition, rows in folder["per_photo"].items():
+                    assert all(r["gain"] == r["psnr_ours"] - r["psnr_bicubic_pil"] for r in rows)
+                    mean_gain = sum(r["gain"] for r in rows) / len(rows)
+                    assert abs(folder["summary"][condition]["mean_gain"] - mean_gain) < 1e-9
+                    assert folder["summary"][condition]["worst_gain"] == min(r["gain"] for r in rows)
+        if "denoise" in card:  # a declared pair: the companion ships too, with its own card
+            assert (model.parent / f"{card['denoise']['companion']}.safetensors").is_file()
+            assert 0 <= card["denoise"]["default"] <= 1

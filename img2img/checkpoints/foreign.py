@@ -8,6 +8,9 @@ Supported families (see ``docs/checkpoints.md`` for file names and the exact rul
 - BasicSR / Real-ESRGAN: ``{"params_ema": ...}`` / ``{"params": ...}`` of ``RRDBNet`` and
   ``MSRResNet`` (``RealESRGAN_x4plus.pth``, ``RealESRGAN_x2plus.pth``, ``ESRGAN_SRx4_DF2KOST_official-ff704c30.pth``);
   value range [0, 1].
+- Real-ESRGAN's compact network: ``{"params": ...}`` of ``SRVGGNetCompact`` (one ``body.N`` list
+  of convs and PReLUs: ``realesr-general-x4v3.pth``, ``realesr-general-wdn-x4v3.pth``,
+  ``realesr-animevideov3.pth``); value range [0, 1].
 - original ESRGAN: the 2018 ``model.0`` / ``model.1.sub.*`` layout and the later ``RRDB_trunk``
   layout of xinntao/ESRGAN's ``RRDB_ESRGAN_x4.pth``; both are remapped to BasicSR keys.
 
@@ -565,6 +568,56 @@ def load_basicsr_msrresnet(state: StateDict, hints: Hints) -> Recognised:
 
 
 # --------------------------------------------------------------------------------------------
+# Real-ESRGAN SRVGGNetCompact
+
+
+_SRVGG_FAMILY = ("srvgg_compact",)
+_SRVGG_KEY = re.compile(r"body\.(\d+)\.(weight|bias)$")
+
+
+def detect_srvgg_compact(shapes: Shapes) -> bool:
+    # Only body.N keys, a 4-d conv at body.0 and a 1-d PReLU slope vector at body.1.
+    return (
+        len(shapes.get("body.0.weight", ())) == 4
+        and len(shapes.get("body.1.weight", ())) == 1
+        and all(_SRVGG_KEY.match(k) for k in shapes)
+    )
+
+
+def infer_srvgg_compact(shapes: Shapes) -> dict[str, Any]:
+    """SRVGGNetCompact kwargs: num_feat and in_channels from ``body.0``; the last index L gives
+    num_conv = (L - 2) / 2; the last conv makes out_channels * scale**2 channels, and out_channels
+    equals in_channels (the network adds its upsampled input), so scale = sqrt(that / in_channels)."""
+    num_feat, in_channels = shapes["body.0.weight"][:2]
+    last = _consecutive(_indices(shapes, r"body\.(\d+)\."), 0, "body layer") - 1
+    if last < 2 or last % 2:
+        raise CheckpointError(f"SRVGGNetCompact body ends at index {last}: expected an even index >= 2")
+    for i in range(0, last + 1):
+        want = 4 if i % 2 == 0 else 1  # convs at even indices, PReLU slopes at odd ones
+        if len(shapes.get(f"body.{i}.weight", ())) != want:
+            raise CheckpointError(f"body.{i}.weight should be {'a conv' if want == 4 else 'a PReLU slope vector'}")
+    made = shapes[f"body.{last}.weight"][0]
+    scale = round((made / in_channels) ** 0.5)
+    if scale < 1 or scale * scale * in_channels != made:
+        raise CheckpointError(f"the last conv makes {made} channels: not {in_channels} x scale**2")
+    return {
+        "in_channels": in_channels,
+        "out_channels": in_channels,
+        "scale": scale,
+        "num_feat": num_feat,
+        "num_conv": (last - 2) // 2,
+    }
+
+
+def load_srvgg_compact(state: StateDict, hints: Hints) -> Recognised:
+    arch = _check_hint_arch(hints, _SRVGG_FAMILY, "srvgg_compact")
+    kwargs = infer_srvgg_compact(shapes_of(state))
+    if hints.scale is not None and hints.scale != kwargs["scale"]:
+        raise CheckpointError(f"scale {hints.scale} given, but the file's SRVGGNetCompact upscales x{kwargs['scale']}")
+    return Recognised(arch, kwargs, UNIT, state)
+
+
+# --------------------------------------------------------------------------------------------
 # The ordered list. More specific signatures first: the ESRGAN layouts before BasicSR's.
 
 
@@ -584,6 +637,10 @@ FOREIGN_FORMATS: tuple[ForeignFormat, ...] = (
     ForeignFormat(
         "basicsr-msrresnet", "BasicSR MSRResNet", "body.0.conv1.weight + upconv1.weight",
         _MSRRESNET_FAMILY, detect_basicsr_msrresnet, load_basicsr_msrresnet,
+    ),
+    ForeignFormat(
+        "realesrgan-srvgg", "Real-ESRGAN SRVGGNetCompact", "body.0.weight + body.1.weight (PReLU)",
+        _SRVGG_FAMILY, detect_srvgg_compact, load_srvgg_compact,
     ),
     ForeignFormat(
         "junyanz-resnet", "pix2pix/CycleGAN ResnetGenerator", "model.10.conv_block.1.weight",

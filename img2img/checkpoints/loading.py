@@ -32,6 +32,7 @@ import torch
 from img2img.checkpoints import filekind
 from img2img.checkpoints.build import build_descriptor
 from img2img.checkpoints.bundled import find_bundled, looks_like_name
+from img2img.checkpoints.denoise import blend, resolve_strength
 from img2img.checkpoints.descriptor import ModelDescriptor
 from img2img.checkpoints.download import cached_path, ensure_zoo_file, is_cached
 from img2img.checkpoints.errors import CheckpointError
@@ -62,6 +63,7 @@ def load_model(
     scale: int | None = None,
     direction: str | None = None,
     device: str | torch.device = "cpu",
+    denoise: float | str | None = None,
 ) -> ModelDescriptor:
     """Load a generator and describe it.
 
@@ -74,6 +76,11 @@ def load_model(
         direction: ``"AtoB"`` (default) or ``"BtoA"``: which generator of a two-generator source;
             ``"BtoA"`` on a single-generator source is an error.
         device: where the network is moved.
+        denoise: None loads the file as it is; a strength in [0, 1] blends the model's weights with
+            the real-world companion its card declares (0: this model, 1: the companion, exactly;
+            an error when the card declares none); ``"default"`` uses the card's default strength,
+            or the model as it is when it has no companion (what ``img2img upscale`` does).
+            See :mod:`img2img.checkpoints.denoise`.
 
     Returns a descriptor whose ``net`` is in eval mode on ``device``; calling it on a float tensor
     (B, in_channels, H, W) in ``value_range`` returns the network's output.
@@ -82,6 +89,9 @@ def load_model(
     """
     path = resolve_source(source, direction=direction)
     desc = load_file(path, arch=arch, scale=scale, direction=direction)
+    if denoise is not None and (chosen := resolve_strength(path, denoise)) is not None:
+        strength, pair = chosen
+        desc = blend(desc, load_file(pair.companion), strength, companion=pair.companion.stem)
     desc.net.eval()
     return desc.to(device)
 

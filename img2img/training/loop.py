@@ -474,7 +474,7 @@ def _validate(
 ) -> dict[str, float]:
     """Mean PSNR/SSIM/L1 over up to ``val_batches`` batches (images without a target are skipped)."""
     config = method.config
-    crop = method.val_crop if method.val_crop >= 0 else int(getattr(config, "scale", 0))
+    crop = method.val_crop
     sums: dict[str, float] = {}
     count = 0
     with _isolated_rng():

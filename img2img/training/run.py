@@ -74,8 +74,8 @@ def seed_everything(seed: int) -> None:
 def build_loaders(method: Method, config: TrainConfig) -> tuple[Any, Any, Any]:
     """(train loader, validation loader or None, device-stage augmentation or None) for ``method``.
 
-    The dataset kind comes from ``method.dataset_kind``; ``method.dataset_options()`` adds
-    kind-specific options (e.g. ``scale``, ``degradation``). Validation uses the ``val`` (then
+    The method says what its data need: the dataset kind (``method.dataset_kind``) and its
+    kind-specific options (``method.dataset_options()``, e.g. ``scale``). Validation uses the ``val`` (then
     ``test``) split of ``val_data`` or ``data`` when it exists (``val_data`` may also be a folder
     without splits), with deterministic centre crops.
     """
@@ -87,8 +87,6 @@ def build_loaders(method: Method, config: TrainConfig) -> tuple[Any, Any, Any]:
     if config.load_size:
         options["load_size"] = config.load_size
     kind = method.dataset_kind
-    if kind == "sr" and hasattr(config, "scale"):
-        options.setdefault("scale", config.scale)
     train_set = data.build_dataset(kind, config.data, split="train", **options)
     train_loader = data.make_loader(
         train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers, seed=config.seed,
