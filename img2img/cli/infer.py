@@ -66,6 +66,14 @@ def _common_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--compile", "compile_", is_flag=True, help="torch.compile the model (pays off on long runs)."
         ),
         click.option(
+            "--backend",
+            type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]),  # backends.BACKENDS (a test checks)
+            default="torch",
+            show_default=True,
+            help="What runs the network: auto takes the fastest measured on a CPU for this architecture "
+            "(docs/backends.md; the first run exports the model), torch on a GPU.",
+        ),
+        click.option(
             "--recursive",
             "-r",
             is_flag=True,
@@ -183,6 +191,7 @@ def _run(
     batch: int | None,
     half: bool,
     compile_: bool,
+    backend: str,
     recursive: bool,
     suffix: str,
     fmt: str,
@@ -193,13 +202,13 @@ def _run(
     from img2img import image_io
     from img2img.checkpoints import CheckpointError, load_model
     from img2img.inference import (
-        Engine,
         InferenceError,
         PipelineUsageError,
         plan_jobs,
         run_jobs,
         sharding,
     )
+    from img2img.inference.backends import make_engine
 
     settings = get_context()
     verbosity = settings.verbosity
@@ -212,8 +221,9 @@ def _run(
             descriptor = load_model(
                 model, arch=arch, scale=scale, direction=direction, device=device, denoise=denoise
             )
-            engine = Engine(
+            engine = make_engine(
                 descriptor,
+                backend=backend,
                 tile=tile,
                 overlap=overlap,
                 batch=batch,
@@ -227,7 +237,7 @@ def _run(
             # The tile plan each image gets is logged by the engine (INFO, shown at this verbosity).
             click.echo(
                 f"model {descriptor.arch} x{descriptor.scale} on {device}; tile {tile}, overlap {engine.overlap}, "
-                f"batch {engine.batch}, {engine.workers} CPU worker(s); {len(jobs)} input(s)",
+                f"batch {engine.batch}, {engine.workers} CPU worker(s), {type(engine.runner).__name__}; {len(jobs)} input(s)",
                 err=True,
             )
         report = run_jobs(

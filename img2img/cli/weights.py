@@ -1,4 +1,4 @@
-"""`img2img weights {list,get,info,convert}`: find, fetch, inspect and convert model files.
+"""`img2img weights {list,get,info,convert,export}`: find, fetch, inspect, convert and export model files.
 
 - ``list``: bundled and cached models (``$IMG2IMG_WEIGHTS_DIR``, the repo's ``weights/``, the user
   cache) with architecture and scale read from their metadata; ``--available``: the model zoo
@@ -8,6 +8,8 @@
 - ``info SOURCE``: what loading SOURCE (bundled name, file or run directory) gives: architecture,
   kwargs, scale, channels, value range, size requirements, InstanceNorm, parameter count.
 - ``convert IN OUT.safetensors``: any loadable source -> our format, with provenance.
+- ``export IN OUT.onnx``: any loadable source -> ONNX with our metadata, checked against torch
+  (``docs/backends.md``).
 
 Errors are one line on stderr naming the file and the reason, exit code 2.
 """
@@ -27,7 +29,7 @@ _DIRECTION = click.Choice(["AtoB", "BtoA"])
 
 @click.group()
 def weights() -> None:
-    """List, fetch (the model zoo), inspect and convert model files."""
+    """List, fetch (the model zoo), inspect, convert and export model files."""
 
 
 def _hint_options(f: Any) -> Any:
@@ -237,3 +239,58 @@ def convert_command(
         fail(f"{out}: cannot write it ({e.strerror or e}); nothing was written")
         return
     click.echo(f"wrote {out}: {desc.arch} x{desc.scale}, value range {list(desc.value_range)}")
+
+
+@weights.command("export")
+@click.argument("source")
+@click.argument("out")
+@_hint_options
+@click.option("--half", is_flag=True, help="float16 weights, input and output (for GPU runtimes).")
+@click.option(
+    "--opset", type=click.IntRange(min=7), default=None, help="ONNX opset [default: the exporter's]."
+)
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def export_command(
+    source: str,
+    out: str,
+    arch: str | None,
+    scale: int | None,
+    direction: str | None,
+    half: bool,
+    opset: int | None,
+    overwrite: bool,
+) -> None:
+    """Export SOURCE to OUT.onnx (dynamic height and width, our metadata) and check it against torch.
+
+    The check runs the file with ONNX Runtime and the torch network on one random input of a size
+    other than the traced one and prints the largest difference; above the tolerance nothing is written.
+    """
+    from pathlib import Path
+
+    from img2img.checkpoints import CheckpointError, load_model
+    from img2img.checkpoints.export import ONNX_SUFFIX, export_onnx
+
+    if not out.endswith(ONNX_SUFFIX):
+        fail(f"{out}: the output must be a {ONNX_SUFFIX} file")
+    if Path(out).exists() and not overwrite:
+        fail(f"{out}: exists; pass --overwrite to replace it")
+    args = [source, out] + [
+        f"--{k}={v}"
+        for k, v in (("arch", arch), ("scale", scale), ("direction", direction), ("opset", opset))
+        if v
+    ]
+    command = (
+        "img2img weights export " + " ".join(shlex.quote(str(a)) for a in args) + (" --half" if half else "")
+    )
+    try:
+        desc = load_model(source, arch=arch, scale=scale, direction=direction, device="cpu")
+        _, difference = export_onnx(desc, out, half=half, opset=opset, provenance={"command": command})
+    except CheckpointError as e:
+        fail(str(e))
+        return
+    except OSError as e:  # a read-only folder, a full disk: export_onnx leaves no partial file
+        fail(f"{out}: cannot write it ({e.strerror or e}); nothing was written")
+        return
+    dtype = "float16" if half else "float32"
+    click.echo(f"wrote {out}: {desc.arch} x{desc.scale} {dtype}, dynamic height and width")
+    click.echo(f"parity: max |onnxruntime - torch| = {difference:.2e} on a random input")

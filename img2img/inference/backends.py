@@ -1,0 +1,248 @@
+"""CPU runtimes for the tiled engine: ONNX Runtime and OpenVINO runners, and the ``auto`` choice.
+
+A runner turns one batch of tiles into output tiles (the ``Runner`` protocol of ``runners.py``);
+tiling, blending, InstanceNorm statistics and memory stay the engine's, whatever the runner.
+Both runners here run the network's ONNX export (``checkpoints/export.py``, cached on disk per
+model, so only the first run pays for the export) on the CPU in float32, with an explicit thread
+count. ``make_runner`` picks one by name; ``auto`` looks the architecture up in ``AUTO_CPU``, a
+table of what was measured fastest through the tiled engine (figures in docs/benchmarks.md,
+method in docs/backends.md), and takes the first backend that is installed; CUDA and MPS run torch.
+
+InstanceNorm generators stay on torch: the engine freezes whole-image statistics inside the torch
+layers, which an ONNX graph cannot receive, so its tiles would each normalise by their own
+statistics. ``auto`` keeps them on torch and an explicit ONNX Runtime / OpenVINO request is refused.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import queue
+from typing import Any
+
+import numpy as np
+import torch
+
+from img2img.checkpoints import CheckpointError
+from img2img.checkpoints.descriptor import ModelDescriptor
+from img2img.checkpoints.export import INPUT_NAME, cached_onnx
+from img2img.inference.engine import Engine
+from img2img.inference.runners import Runner, TorchRunner, select_device
+from img2img.inference.tile_policy import TileSpec
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+# The Python packages each runtime needs (the ONNX export needs onnx and onnxscript too).
+_PACKAGES = {
+    "torch": ("torch",),
+    "onnxruntime": ("onnxruntime", "onnx", "onnxscript"),
+    "openvino": ("openvino", "onnx", "onnxscript"),
+}
+_EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
+
+# Per architecture, the CPU backends in order of measured speed through the tiled engine
+# (benchmarks/bench_backends.py, 2 threads; figures in docs/benchmarks.md, "Backends"). The first
+# installed one wins; an architecture not listed here runs on torch. Only measured entries belong
+# here: MSRResNet through the engine; RRDBNet from whole-image runs of the same runtimes.
+AUTO_CPU: dict[str, tuple[str, ...]] = {
+    "msrresnet": ("openvino", "onnxruntime", "torch"),
+    "rrdbnet": ("openvino", "onnxruntime", "torch"),
+}
+
+
+class BackendError(ValueError):
+    """A backend that cannot run this model here (unknown, not installed, wrong device, InstanceNorm)."""
+
+
+def installed(backend: str) -> bool:
+    """True when every package ``backend`` needs can be imported."""
+    return all(importlib.util.find_spec(name) is not None for name in _PACKAGES[backend])
+
+
+def choose_backend(model: ModelDescriptor, backend: str, device: torch.device) -> str:
+    """The concrete backend (``torch``, ``onnxruntime`` or ``openvino``) that runs ``model`` on ``device``.
+
+    Raises BackendError for an explicit request that cannot be honoured, with the reason.
+    """
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend == "auto":
+        if device.type != "cpu" or model.instance_norm:
+            return "torch"
+        order = AUTO_CPU.get(model.arch, ("torch",))
+        return next((b for b in order if installed(b)), "torch")
+    if backend == "torch":
+        return backend
+    if device.type != "cpu":
+        raise BackendError(f"backend {backend} runs on the CPU here; use --device cpu or --backend torch")
+    if model.instance_norm:
+        raise BackendError(
+            f"backend {backend} cannot run {model.arch}: its InstanceNorm layers need whole-image statistics "
+            "that only the torch backend receives when tiling; use --backend torch (or auto)"
+        )
+    if not installed(backend):
+        missing = [name for name in _PACKAGES[backend] if importlib.util.find_spec(name) is None]
+        raise BackendError(
+            f"backend {backend} needs {', '.join(missing)}: pip install 'img2img[{_EXTRAS[backend]}]'"
+        )
+    return backend
+
+
+def make_runner(
+    model: ModelDescriptor,
+    backend: str,
+    device: torch.device | str = "cpu",
+    threads: int | None = None,
+    *,
+    half: bool = False,
+    compile: bool = False,
+) -> Runner:
+    """A runner for ``model`` on ``device``: a ``TorchRunner`` or one of the CPU runners below.
+
+    ``threads``: the ONNX Runtime / OpenVINO intra-op threads (default: torch's thread count, the
+    process setting; the torch runner's threads are the engine's tile pool). ``half`` and
+    ``compile`` are torch settings (``compile`` with another backend is an error; ``half`` is a
+    GPU setting, ignored on a CPU as the torch runner does). Raises BackendError as
+    :func:`choose_backend`, or when the export fails.
+    """
+    device = select_device(device)
+    chosen = choose_backend(model, backend, device)
+    if chosen == "torch":
+        return TorchRunner(model.net, device=device, half=half, compile=compile)
+    if compile:
+        raise BackendError(f"--compile applies to the torch backend, not {chosen}")
+    threads = torch.get_num_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise BackendError(f"threads must be >= 1, got {threads}")
+    try:
+        path = cached_onnx(model)
+    except CheckpointError as e:
+        raise BackendError(f"backend {chosen}: {e}") from None
+    runner_type = OnnxRuntimeRunner if chosen == "onnxruntime" else OpenVinoRunner
+    return runner_type(path, model, threads=threads)
+
+
+def make_engine(
+    model: ModelDescriptor,
+    *,
+    backend: str = "torch",
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+    tile: TileSpec = "auto",
+    overlap: int | None = None,
+    batch: int | None = None,
+    half: bool = False,
+    compile: bool = False,
+    alpha: str = "bicubic",
+) -> Engine:
+    """An ``Engine`` for ``model`` whose network runs on ``backend`` (the CLI's ``--backend``).
+
+    ``device``: as for ``Engine`` (None keeps the model where it is). The torch backend gets the
+    engine's own torch runner (tile pool, ``half``, ``compile``, InstanceNorm statistics); another
+    backend gets :func:`make_runner`'s runner with ``threads``, and ``half`` is ignored with a
+    note (float32 on the CPU). The other arguments are ``Engine``'s.
+    """
+    device = model.device if device is None else select_device(device)
+    chosen = choose_backend(model, backend, device)
+    common = {"tile": tile, "overlap": overlap, "batch": batch, "alpha": alpha}
+    if chosen == "torch":
+        return Engine(model, device=device, half=half, compile=compile, **common)
+    if half:
+        log.warning("--half: %s runs float32 on the CPU", chosen)
+    return Engine(model, runner=make_runner(model, chosen, device, threads, compile=compile), **common)
+
+
+class OnnxRuntimeRunner:
+    """Runs tile batches with ONNX Runtime on the CPU: (B, C, h, w) float32 -> (B, C_out, h*s, w*s).
+
+    One session per tile shape: the graph's dims are dynamic, but a session that only ever sees
+    one shape keeps one memory plan, and the engine uses one tile shape per image. Thread-safe:
+    ONNX Runtime sessions may be run from several threads at once.
+    """
+
+    name = "onnxruntime"
+    device = torch.device("cpu")
+    fixed_shape = False
+
+    def __init__(self, onnx_path: Any, model: ModelDescriptor, *, threads: int) -> None:
+        import onnxruntime
+
+        self._ort = onnxruntime
+        self.path = str(onnx_path)
+        self.model = model
+        self.threads = threads
+        self._sessions: dict[tuple[int, ...], Any] = {}
+
+    def session(self, shape: tuple[int, ...]) -> Any:
+        if shape not in self._sessions:
+            options = self._ort.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            self._sessions[shape] = self._ort.InferenceSession(
+                self.path, options, providers=["CPUExecutionProvider"]
+            )
+        return self._sessions[shape]
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        x = _as_numpy(batch)
+        (y,) = self.session(x.shape).run(None, {INPUT_NAME: x})
+        return torch.from_numpy(y)
+
+
+class OpenVinoRunner:
+    """Runs tile batches with OpenVINO on the CPU: (B, C, h, w) float32 -> (B, C_out, h*s, w*s).
+
+    One model compiled per tile shape (static shapes compile to faster kernels than dynamic ones),
+    float32 inference precision (OpenVINO would otherwise pick bf16 on CPUs that have it), and a
+    queue of idle infer requests per shape, so concurrent callers never share one.
+    """
+
+    name = "openvino"
+    device = torch.device("cpu")
+    fixed_shape = False
+
+    def __init__(self, onnx_path: Any, model: ModelDescriptor, *, threads: int) -> None:
+        import openvino
+
+        self._core = openvino.Core()
+        self._source = self._core.read_model(str(onnx_path))
+        self.model = model
+        self.threads = threads
+        self._compiled: dict[tuple[int, ...], Any] = {}
+        self._idle: dict[tuple[int, ...], queue.SimpleQueue[Any]] = {}
+
+    def compiled(self, shape: tuple[int, ...]) -> Any:
+        if shape not in self._compiled:
+            graph = self._source.clone()
+            graph.reshape({INPUT_NAME: list(shape)})
+            config = {
+                "INFERENCE_NUM_THREADS": self.threads,
+                "INFERENCE_PRECISION_HINT": "f32",
+                "PERFORMANCE_HINT": "LATENCY",
+            }
+            self._compiled[shape] = self._core.compile_model(graph, "CPU", config)
+            self._idle[shape] = queue.SimpleQueue()
+        return self._compiled[shape]
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        x = _as_numpy(batch)
+        compiled = self.compiled(x.shape)
+        idle = self._idle[x.shape]
+        try:
+            request = idle.get_nowait()
+        except queue.Empty:
+            request = compiled.create_infer_request()
+        try:
+            request.infer({0: x})
+            # The request owns its output buffer and overwrites it on its next call: copy it out.
+            y = np.array(request.get_output_tensor(0).data, copy=True)
+        finally:
+            idle.put(request)
+        return torch.from_numpy(y)
+
+
+def _as_numpy(batch: torch.Tensor) -> np.ndarray:
+    """(B, C, h, w) tensor -> contiguous float32 numpy array on the CPU (a view when it already is one)."""
+    return np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
