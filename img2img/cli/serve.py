@@ -81,4 +81,7 @@ def serve(host: str, port: int, models: tuple[Path, ...], open_browser: bool, ma
     if open_browser:
         webbrowser.open(url)
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn has shut down (job files removed) and re-raises Ctrl-C: a normal stop
+        pass

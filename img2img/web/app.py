@@ -212,8 +212,10 @@ def create_app(
                             background=BackgroundTask(path.unlink, missing_ok=True), headers=_SECURITY_HEADERS)
 
     async def events(request: Request) -> Response:
-        first = {"type": "snapshot", "jobs": [job.public() for job in jobs.all()]}
-        return StreamingResponse(broadcaster.stream(first), media_type="text/event-stream",
+        def snapshot() -> dict[str, Any]:
+            return {"type": "snapshot", "jobs": [job.public() for job in jobs.all()]}
+
+        return StreamingResponse(broadcaster.stream(snapshot), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @contextlib.asynccontextmanager

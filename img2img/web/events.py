@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 # A comment line this often keeps proxies and the browser from closing an idle stream.
@@ -42,14 +42,17 @@ class Broadcaster:
             except RuntimeError:
                 pass
 
-    async def stream(self, first: dict[str, Any]) -> AsyncIterator[str]:
-        """``first``, then every published event, as SSE ``data:`` lines, until closed."""
+    async def stream(self, first: Callable[[], dict[str, Any]]) -> AsyncIterator[str]:
+        """The event ``first()`` makes, then every published event, as SSE ``data:`` lines, until closed.
+
+        ``first`` runs after subscribing, so no event falls between it and the stream (one may come twice).
+        """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         with self._lock:
             self._subscribers.add((loop, queue))
         try:
-            yield _format(first)
+            yield _format(first())
             while True:
                 try:
                     event = await asyncio.wait_for(queue.get(), timeout=KEEPALIVE_SECONDS)

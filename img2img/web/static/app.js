@@ -188,7 +188,16 @@ async function post(url, method = "POST") {
 
 // ------------------------------------------------------------------------- jobs and events
 
+// Upload replies and the event stream race: never let an older state overwrite a newer one.
+const STAGE = { queued: 0, running: 1, done: 2, failed: 2, cancelled: 2 };
+function isStale(job, known) {
+  if (!known) return false;
+  if (STAGE[job.status] !== STAGE[known.status]) return STAGE[job.status] < STAGE[known.status];
+  return job.status === "running" && job.done < known.done;
+}
+
 function upsertJob(job) {
+  if (isStale(job, state.jobs.get(job.id))) return;
   state.jobs.set(job.id, job);
   renderJob(job);
   if (job.status === "done") renderResult(job);
@@ -212,18 +221,20 @@ function renderJob(job) {
   const progress = row.querySelector("progress");
   if (job.total > 0) { progress.max = job.total; progress.value = job.done; }
   if (job.status === "done" && !job.total) { progress.max = 1; progress.value = 1; }
-  const text = {
-    queued: "waiting",
-    running: job.total ? `running: ${job.done}/${job.total} tiles` : "loading…",
-    done: `done in ${job.seconds.toFixed(1)} s`,
-    failed: "failed",
-    cancelled: "cancelled",
-  }[job.status];
-  row.querySelector(".state").textContent = text;
+  row.querySelector(".state").textContent = stateText(job);
   row.querySelector(".cancel").hidden = !(job.status === "queued" || job.status === "running");
   const old = row.querySelector("[data-testid=error]");
   if (job.status === "failed" && !old) {
     row.append(el("p", { "data-testid": "error", role: "alert" }, `${job.name}: ${job.error}`));
+  }
+}
+
+function stateText(job) {
+  switch (job.status) {
+    case "queued": return "waiting";
+    case "running": return job.total ? `running: ${job.done}/${job.total} tiles` : "loading…";
+    case "done": return `done in ${job.seconds.toFixed(1)} s`;
+    default: return job.status;  // failed, cancelled
   }
 }
 
