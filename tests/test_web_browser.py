@@ -248,10 +248,32 @@ def test_compare_models_side_by_side_with_keyboard_divider_and_1_to_1(page: Page
     assert compare.evaluate("e => e.getBoundingClientRect().width") == pytest.approx(natural, abs=0.5)
 
 
-def test_empty_states_and_a_screenshot(page: Page, tmp_path: Path) -> None:
+def test_a_folder_brings_its_images_only(page: Page, tmp_path: Path) -> None:
+    folder = tmp_path / "holiday"
+    (folder / "day2").mkdir(parents=True)
+    photo(folder / "beach.png")
+    photo(folder / "day2" / "hill.png", seed=2)
+    (folder / "notes.txt").write_text("not a picture")
+    page.locator("#folder-input").set_input_files(str(folder))
+    expect(page.locator("#picked li")).to_have_count(2)
+    assert sorted(t.rstrip(" ×") for t in page.locator("#picked li").all_inner_texts()) == [
+        "holiday/beach.png", "holiday/day2/hill.png"]
+
+
+def test_empty_states_keyboard_remove_and_a_screenshot(page: Page, tmp_path: Path) -> None:
     expect(page.locator("#picked-empty")).to_be_visible()
+    expect(page.locator("#queue-empty")).to_be_visible()
     page.get_by_test_id("run").click()
     expect(page.locator("#status")).to_have_text("Choose one or more images first.")
+    page.get_by_label("Translate").check()
+    expect(page.get_by_test_id("model").locator("option")).to_have_count(2)  # the run's two directions
+    page.get_by_label("Upscale").check()
+    # Enter on the drop zone opens the file picker (the click is caught so no dialog opens).
+    page.evaluate("""() => document.querySelector("[data-testid=file-input]").addEventListener("click",
+        (e) => { e.preventDefault(); document.body.dataset.picker = "opened"; })""")
+    page.locator("#drop").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("body")).to_have_attribute("data-picker", "opened")
     page.get_by_test_id("model").select_option("sr-tiny")
     page.get_by_test_id("file-input").set_input_files(str(photo(tmp_path / "shot.png", 40, 48)))
     page.get_by_test_id("run").click()
@@ -259,3 +281,7 @@ def test_empty_states_and_a_screenshot(page: Page, tmp_path: Path) -> None:
     shot = tmp_path / "page.png"
     page.screenshot(path=str(shot), full_page=True)
     assert image_io.read_image(shot).width == 1280
+    page.locator("#queue li").get_by_role("button", name="Remove").click()
+    expect(page.locator("#results figure")).to_have_count(0)
+    expect(page.locator("#queue-empty")).to_be_visible()
+    expect(page.locator("#results-empty")).to_be_visible()

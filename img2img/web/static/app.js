@@ -211,7 +211,9 @@ function renderJob(job) {
       el("span", { class: "name" }), " — ", el("span", { class: "model" }), " ",
       el("span", { class: "state" }), el("br"),
       el("progress", { "data-testid": "progress", max: 1, value: 0, "aria-label": `progress of ${job.name}` }),
-      el("button", { type: "button", class: "cancel", onclick: () => post(`api/jobs/${job.id}/cancel`) }, "Cancel"));
+      el("button", { type: "button", class: "cancel", onclick: () => post(`api/jobs/${job.id}/cancel`) }, "Cancel"),
+      el("button", { type: "button", class: "remove", "aria-label": `Remove ${job.name} and its result`,
+        onclick: () => post(`api/jobs/${job.id}`, "DELETE") }, "Remove"));
     $("#queue").append(row);
     $("#queue-empty").hidden = true;
   }
@@ -222,7 +224,9 @@ function renderJob(job) {
   if (job.total > 0) { progress.max = job.total; progress.value = job.done; }
   if (job.status === "done" && !job.total) { progress.max = 1; progress.value = 1; }
   row.querySelector(".state").textContent = stateText(job);
-  row.querySelector(".cancel").hidden = !(job.status === "queued" || job.status === "running");
+  const waiting = job.status === "queued" || job.status === "running";
+  row.querySelector(".cancel").hidden = !waiting;
+  row.querySelector(".remove").hidden = waiting;
   const old = row.querySelector("[data-testid=error]");
   if (job.status === "failed" && !old) {
     row.append(el("p", { "data-testid": "error", role: "alert" }, `${job.name}: ${job.error}`));
@@ -249,6 +253,8 @@ function connect() {
     else if (event.type === "removed") {
       state.jobs.delete(event.id);
       document.querySelectorAll(`[data-job="${event.id}"]`).forEach((node) => node.remove());
+      document.querySelectorAll(".results-group").forEach((group) => { if (!group.querySelector("figure")) group.remove(); });
+      $("#queue-empty").hidden = $("#queue").children.length > 0;
       updateDownloadAll();
     }
   };
