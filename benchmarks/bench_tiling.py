@@ -226,8 +226,8 @@ def measure_instance_norm() -> None:
     from torch import nn
 
     from img2img.checkpoints.descriptor import ModelDescriptor
-    from img2img.inference import Engine
-    from img2img.inference.instance_norm import PrefixDone, WholeImageNorm
+    from img2img.inference import Engine, instance_norm
+    from img2img.inference.tiling import plan_axis
     from img2img.networks import build, init_weights
 
     torch.manual_seed(0)
@@ -256,26 +256,25 @@ def measure_instance_norm() -> None:
     whole = Engine(model, tile=0)(x)
     print(f"whole image 512 x 512: {time.perf_counter() - start:.1f} s")
     naive = Engine(model, tile=128, overlap=32)
-    naive.norm = WholeImageNorm(nn.Identity())
+    naive.norm_layers = []  # every tile normalises by itself
     print(f"per-tile statistics, tile 128 overlap 32: {timed(naive)}")
 
+    layers = instance_norm.per_image_norms(net)
+
+    def whole_image_stats(image: torch.Tensor) -> dict:
+        """Exact statistics of a (3, H, W) image run whole: one tile covering it."""
+        _, h, w = image.shape
+        with torch.inference_mode():
+            return instance_norm.measure_stats(
+                net, layers, net, lambda y0, y1, x0, x1: image[:, y0:y1, x0:x1],
+                rows=plan_axis(h, tile=0, overlap=0), cols=plan_axis(w, tile=0, overlap=0), multiple=1, batch=1,
+            )
+
     # Statistics of the image box-filtered to 1/4 size, frozen for the tiles.
-    norm = WholeImageNorm(net)
-    small = F.avg_pool2d(x[None], 4)
-    norm.set_cores([(0.0, 1.0, 0.0, 1.0)])
-    stats = {}
-    with torch.inference_mode():
-        for _ in range(len(norm)):
-            with norm.measuring(stats):
-                try:
-                    net(small)
-                except PrefixDone:
-                    pass
-            index, moments = norm.measured()
-            stats[index] = moments
+    stats = whole_image_stats(F.avg_pool2d(x[None], 4)[0])
     frozen = Engine(model, tile=128, overlap=64)
-    frozen.norm = WholeImageNorm(nn.Identity())
-    with norm.frozen(stats):
+    frozen.norm_layers = []
+    with instance_norm.frozen(net, layers, stats):
         print(f"statistics of a 1/4-size copy, tile 128 overlap 64: {timed(frozen)}")
 
     for tile, overlap in ((128, 32), (128, 64), (256, 64)):
@@ -283,18 +282,8 @@ def measure_instance_norm() -> None:
             f"ours (layer-by-layer), tile {tile} overlap {overlap}: {timed(Engine(model, tile=tile, overlap=overlap))}"
         )
 
-    exact = WholeImageNorm(net)
-    exact.set_cores([(0.0, 1.0, 0.0, 1.0)])
-    true = {}
+    true = whole_image_stats(x)
     with torch.inference_mode():
-        for _ in range(len(exact)):
-            with exact.measuring(true):
-                try:
-                    net(x[None])
-                except PrefixDone:
-                    pass
-            index, moments = exact.measured()
-            true[index] = moments
         for eps in (0.001, 0.01):
             g = torch.Generator().manual_seed(1)
             noisy = {
@@ -304,7 +293,7 @@ def measure_instance_norm() -> None:
                 )
                 for i, (m, v) in true.items()
             }
-            with exact.frozen(noisy):
+            with instance_norm.frozen(net, layers, noisy):
                 out = net(x[None])[0]
             print(f"whole image, every layer's statistics off by {100 * eps:g} %: {psnr(out, whole):.1f} dB")
 

@@ -253,14 +253,14 @@ def test_compiled_shapes_stay_constant_with_a_padded_last_batch() -> None:
             return x
 
     engine = Engine(descriptor(Recorder(), scale=1), tile=32, overlap=8, batch=3, workers=1)
-    engine.compiled = True  # the geometry of compile mode, without paying for a compile here
+    engine.fixed_shape = True  # the geometry of compile mode, without paying for a compile here
     x = torch.rand(3, 70, 50)
     torch.testing.assert_close(engine(x), x)
     assert len(set(shapes)) == 1 and shapes[0] == (3, 3, 32, 32)
 
 
 def test_auto_tile_from_free_memory() -> None:
-    from img2img.inference.engine import tile_for_memory
+    from img2img.inference.tile_policy import tile_for_memory
 
     # Half of 8 GiB for a batch of 4 at 16 KiB per pixel: sqrt(2**32 / 2**16) = 256 px.
     assert tile_for_memory(free_bytes=8 * 2**30, bytes_per_pixel=16 * 2**10, batch=4, multiple=4) == 256

@@ -18,7 +18,7 @@ from torch import nn
 
 from img2img.checkpoints.descriptor import ModelDescriptor
 from img2img.inference import Engine
-from img2img.inference.instance_norm import Moments, WholeImageNorm, region_moments
+from img2img.inference.instance_norm import Moments, region_moments
 from img2img.networks import build, init_weights
 from tests.conftest import smooth_rgb
 
@@ -49,7 +49,7 @@ def psnr_u8(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def per_tile_norm(engine: Engine) -> Engine:
     """The naive way, for comparison: every tile normalised with its own statistics."""
-    engine.norm = WholeImageNorm(nn.Identity())
+    engine.norm_layers = []
     return engine
 
 

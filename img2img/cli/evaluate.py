@@ -279,12 +279,12 @@ def _model_folders(
 
 def _predict(model: str, inputs: Path, out: Path, device: str, direction: str) -> list[tuple[Path, str]]:
     """Run ``model`` over ``inputs`` into ``out`` with the inference pipeline; returns failed inputs."""
-    from img2img.checkpoints import CheckpointError
-    from img2img.inference import InferenceError, PipelineUsageError, run_folder
+    from img2img.checkpoints import CheckpointError, load_model
+    from img2img.inference import Engine, InferenceError, PipelineUsageError, run_folder
 
     try:
-        report = run_folder(model=model, src=inputs, dst=out, device=device,
-                            direction=direction if direction == "BtoA" else None)
+        descriptor = load_model(model, direction=direction if direction == "BtoA" else None)
+        report = run_folder(Engine(descriptor, device=device), inputs, out)
     except (CheckpointError, PipelineUsageError, InferenceError) as e:
         fail(str(e), EXIT_USAGE)
     return [(Path(p), reason) for p, reason in report.failed]

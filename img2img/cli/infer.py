@@ -200,9 +200,10 @@ def _run(
         except (PipelineUsageError, CheckpointError, InferenceError, ValueError) as err:
             fail(str(err))
         if verbosity >= 2:
+            # The tile plan each image gets is logged by the engine (INFO, shown at this verbosity).
             click.echo(
                 f"model {descriptor.arch} x{descriptor.scale} on {device}; tile {tile}, overlap {engine.overlap}, "
-                f"batch {engine.batch}; {len(jobs)} input(s)",
+                f"batch {engine.batch}, {engine.workers} CPU worker(s); {len(jobs)} input(s)",
                 err=True,
             )
         report = run_jobs(
@@ -226,7 +227,8 @@ def _run(
 
 @contextlib.contextmanager
 def _inference_logging(verbosity: int) -> Iterator[None]:
-    """Engine notes (``--half`` on a CPU, out-of-memory retries) on stderr, by verbosity."""
+    """Engine notes on stderr, by verbosity: warnings (``--half`` on a CPU, out-of-memory retries)
+    normally, also each image's tile plan with ``-v``."""
     logger = logging.getLogger("img2img.inference")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("note: %(message)s"))

@@ -3,36 +3,37 @@
 ``plan_jobs(src, dst)`` turns a file, a directory or a glob into (input, output) pairs and refuses
 what cannot be right (an output that is an input, two inputs onto one output) before any work.
 ``run_jobs(engine, jobs)`` runs them: a reader thread decodes the next images while the model
-runs, a writer thread encodes finished ones, every output is written under a temporary name and
-renamed when complete (``image_io.write_image``), existing outputs are skipped (so an interrupted
-run resumes), and a bad file is recorded with its reason while the rest go on.
+runs, a writer thread encodes finished ones (one single-thread executor each: their errors come
+out of the futures' ``result()``), every output is written under a temporary name and renamed
+when complete (``image_io.write_image``), existing outputs are skipped (so an interrupted run
+resumes), and a bad file is recorded with its reason while the rest go on. ``run_folder`` is the
+two in one call.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-import queue
-import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from img2img import image_io
-from img2img.inference.engine import InferenceError
-
-if TYPE_CHECKING:
-    from img2img.inference.engine import Engine
+from img2img.inference.engine import Engine
+from img2img.inference.errors import InferenceError, PipelineUsageError
 
 FORMATS = {"same": None, "png": ".png", "jpg": ".jpg", "webp": ".webp"}
 _GLOB_CHARS = frozenset("*?[")
-_QUEUE_DEPTH = 2  # images decoded ahead / waiting to be encoded: bounds the memory they hold
+READ_AHEAD = 2  # images decoded ahead of the model: bounds the memory they hold
+WRITE_BEHIND = 2  # finished images waiting to be encoded, likewise
 
-
-class PipelineUsageError(ValueError):
-    """SRC/DST that cannot work (nothing to read, output onto an input, ...); the CLI exits 2."""
+TileProgress = Callable[["Job", int, int], None]  # tile_progress(job, done, total), see Engine.__call__
 
 
 @dataclass(frozen=True)
@@ -180,13 +181,15 @@ def run_jobs(
     max_pixels: int | None = image_io.DEFAULT_MAX_PIXELS,
     progress: bool = False,
     on_error: Callable[[Path, str], None] | None = None,
+    tile_progress: TileProgress | None = None,
 ) -> RunReport:
     """Run ``engine`` on every job; returns the report (see ``RunReport``).
 
     A file that cannot be read or written, or that does not fit in memory even at the smallest
     tile, is recorded in ``report.failed`` (and passed to ``on_error`` right away) and the run
-    goes on. Any other exception is a bug and propagates, after the threads stop.
-    ``progress`` shows a tqdm bar over files (with input megapixels per second).
+    goes on. Any other exception is a bug and propagates, once the reader has stopped and the
+    outputs already finished are written. ``progress`` shows a tqdm bar over files (with input
+    megapixels per second); ``tile_progress(job, done, total)`` follows the tiles of each image.
     """
     report = RunReport()
     start = time.perf_counter()
@@ -202,171 +205,107 @@ def run_jobs(
         if on_error is not None:
             on_error(path, reason)
 
+    def finish(job: Job, writing: Future[str | None]) -> None:
+        reason = writing.result()  # a bug in encoding raises here
+        if reason is None:
+            report.written.append(job.dst)
+        else:
+            fail(job.dst, reason)
+        bar.update(1)
+
     bar = _progress_bar(len(jobs), initial=len(report.skipped), enabled=progress)
-    stop = threading.Event()
-    reader = _Reader(todo, max_pixels=max_pixels, stop=stop)
-    writer = _Writer(quality=quality, stop=stop)
+    reader = ThreadPoolExecutor(1, thread_name_prefix="img2img-read")
+    writer = ThreadPoolExecutor(1, thread_name_prefix="img2img-write")
+    upcoming = iter(todo)
+    reads: deque[tuple[Job, Future[tuple[image_io.Image | None, str | None]]]] = deque()
+    writes: deque[tuple[Job, Future[str | None]]] = deque()
+
+    def read_next(count: int) -> None:
+        for job in islice(upcoming, count):
+            reads.append((job, reader.submit(_read, job.src, max_pixels)))
+
     try:
-        for job, image, error in reader:
-            if error is not None:
-                fail(job.src, error)
+        read_next(READ_AHEAD)
+        while reads:
+            job, reading = reads.popleft()
+            read_next(1)
+            image, reason = reading.result()  # a bug in decoding raises here
+            if image is None:
+                fail(job.src, reason or "unreadable")
                 bar.update(1)
                 continue
             try:
-                out = engine.run_image(image)
+                out = engine.run_image(image, progress=None if tile_progress is None else partial(tile_progress, job))
             except InferenceError as err:
                 fail(job.src, str(err))
                 bar.update(1)
                 continue
             report.megapixels += image.height * image.width / 1e6
-            writer.put(job, out)
-            for done, reason in writer.finished():
-                _record(report, done, reason, fail)
-                bar.update(1)
+            writes.append((job, writer.submit(_write, job.dst, out, quality)))
+            while writes and (writes[0][1].done() or len(writes) > WRITE_BEHIND):
+                finish(*writes.popleft())
             bar.set_postfix_str(f"{report.megapixels / max(time.perf_counter() - start, 1e-9):.3f} Mpx/s")
-        for done, reason in writer.close():
-            _record(report, done, reason, fail)
-            bar.update(1)
+        while writes:
+            finish(*writes.popleft())
     finally:
-        stop.set()
-        reader.join()
-        writer.join()
+        reader.shutdown(wait=True, cancel_futures=True)
+        writer.shutdown(wait=True)  # outputs handed over are finished: each is written whole or not at all
         bar.close()
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _record(report: RunReport, job: Job, reason: str | None, fail: Callable[[Path, str], None]) -> None:
-    if reason is None:
-        report.written.append(job.dst)
-    else:
-        fail(job.dst, reason)
+def run_folder(
+    engine: Engine,
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    recursive: bool = False,
+    suffix: str = "",
+    fmt: str = "same",
+    overwrite: bool = False,
+    quality: int = 95,
+    max_pixels: int | None = image_io.DEFAULT_MAX_PIXELS,
+    progress: bool = False,
+    on_error: Callable[[Path, str], None] | None = None,
+    tile_progress: TileProgress | None = None,
+) -> RunReport:
+    """``plan_jobs(src, dst, ...)`` then ``run_jobs(engine, jobs, ...)``: the CLI's folder pipeline.
+
+    Raises PipelineUsageError for SRC/DST that cannot work; failed files are listed in
+    ``report.failed``, not raised.
+    """
+    jobs = plan_jobs(src, dst, recursive=recursive, suffix=suffix, fmt=fmt)
+    return run_jobs(
+        engine,
+        jobs,
+        overwrite=overwrite,
+        quality=quality,
+        max_pixels=max_pixels,
+        progress=progress,
+        on_error=on_error,
+        tile_progress=tile_progress,
+    )
+
+
+def _read(path: Path, max_pixels: int | None) -> tuple[image_io.Image | None, str | None]:
+    """(image, None), or (None, reason) for a file that cannot be decoded."""
+    try:
+        return image_io.read_image(path, max_pixels=max_pixels), None
+    except image_io.ImageIOError as err:
+        return None, err.reason
+
+
+def _write(path: Path, image: image_io.Image, quality: int) -> str | None:
+    """None once written, or the reason it could not be."""
+    try:
+        image_io.write_image(path, image, quality=quality)
+    except image_io.ImageIOError as err:
+        return err.reason
+    return None
 
 
 def _progress_bar(total: int, *, initial: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, unit="img", disable=not enabled, dynamic_ncols=True)
-
-
-class _Reader:
-    """Decodes the jobs' inputs in a thread, ``_QUEUE_DEPTH`` images ahead of the model.
-
-    Iterating yields (job, image, None) or (job, None, reason) in job order.
-    """
-
-    def __init__(self, jobs: list[Job], *, max_pixels: int | None, stop: threading.Event) -> None:
-        self._queue: queue.Queue[tuple[Job, image_io.Image | None, str | None] | None] = queue.Queue(
-            _QUEUE_DEPTH
-        )
-        self._error: BaseException | None = None
-        self._stop = stop
-        self._thread = threading.Thread(
-            target=self._work, args=(jobs, max_pixels), daemon=True, name="img2img-reader"
-        )
-        self._thread.start()
-
-    def _work(self, jobs: list[Job], max_pixels: int | None) -> None:
-        try:
-            for job in jobs:
-                try:
-                    item = (job, image_io.read_image(job.src, max_pixels=max_pixels), None)
-                except image_io.ImageIOError as err:
-                    item = (job, None, err.reason)
-                if not self._put(item):
-                    return
-        except BaseException as err:  # a bug in decoding: hand it to the main thread
-            self._error = err
-        self._put(None)
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def __iter__(self) -> Iterator[tuple[Job, image_io.Image | None, str | None]]:
-        while True:
-            try:
-                item = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                if self._thread.is_alive():
-                    continue
-                item = None  # stopped early (another thread failed); its error surfaces there
-            if item is None:
-                if self._error is not None:
-                    raise self._error
-                return
-            yield item
-
-    def join(self) -> None:
-        self._thread.join()
-
-
-class _Writer:
-    """Encodes and writes outputs in a thread while the model works on the next image."""
-
-    def __init__(self, *, quality: int, stop: threading.Event) -> None:
-        self._queue: queue.Queue[tuple[Job, image_io.Image] | None] = queue.Queue(_QUEUE_DEPTH)
-        self._done: queue.Queue[tuple[Job, str | None]] = queue.Queue()
-        self._error: BaseException | None = None
-        self._quality = quality
-        self._stop = stop
-        self._thread = threading.Thread(target=self._work, daemon=True, name="img2img-writer")
-        self._thread.start()
-
-    def _work(self) -> None:
-        while True:
-            try:
-                item = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return
-                continue
-            if item is None:
-                return
-            job, image = item
-            try:
-                image_io.write_image(job.dst, image, quality=self._quality)
-                self._done.put((job, None))
-            except image_io.ImageIOError as err:
-                self._done.put((job, err.reason))
-            except BaseException as err:  # a bug in encoding: hand it to the main thread
-                self._error = err
-                self._stop.set()
-                return
-
-    def put(self, job: Job, image: image_io.Image) -> None:
-        while True:
-            self._raise_error()
-            try:
-                self._queue.put((job, image), timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def finished(self) -> Iterator[tuple[Job, str | None]]:
-        """Outputs finished since the last call."""
-        self._raise_error()
-        while True:
-            try:
-                yield self._done.get_nowait()
-            except queue.Empty:
-                return
-
-    def close(self) -> Iterator[tuple[Job, str | None]]:
-        """Wait for the queued outputs, then report them."""
-        self._queue.put(None)
-        self._thread.join()
-        self._raise_error()
-        yield from self.finished()
-
-    def _raise_error(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def join(self) -> None:
-        self._thread.join()

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from img2img.inference.engine import InferenceError, select_device
+from img2img.inference.errors import InferenceError
 from img2img.inference.pipeline import Job, RunReport
+from img2img.inference.runners import select_device
 from img2img.torchrun import RankInfo, TorchrunEnvironmentError, from_environment
 
 __all__ = ["Shard", "device_for", "merge", "session", "take"]

@@ -190,7 +190,7 @@ def tiled_forward(
     out_channels: int,
     batch: int = 1,
     fixed_batch: bool = False,
-    on_tile: Callable[[Tile], None] | None = None,
+    on_batch: Callable[[Sequence[Tile]], None] | None = None,
 ) -> None:
     """Run ``run`` over the tile grid ``rows`` x ``cols`` and hand blended output rows to ``write``.
 
@@ -205,7 +205,7 @@ def tiled_forward(
             view of the band, valid only during the call.
         batch: tiles per forward call; with ``fixed_batch`` the last call is padded to ``batch``
             tiles so a compiled model always sees one shape.
-        on_tile: called after each tile is blended (progress).
+        on_batch: called with the batch's tiles after they are blended (progress).
 
     Peak memory: the band, out_channels x tile * scale rows x width * scale float32, plus one
     batch of tiles; independent of the image height.
@@ -232,8 +232,8 @@ def tiled_forward(
             window = wy[t.row][:, None] * wx[t.col][None, :]
             oy, ox = t.y * scale - top, t.x * scale
             band[:, oy : oy + th, ox : ox + tw].addcmul_(out, window)
-            if on_tile is not None:
-                on_tile(t)
+        if on_batch is not None:
+            on_batch(group)
     write(top, band[:, : rows.length * scale - top])
 
 
