@@ -125,8 +125,8 @@ def create_app(
         return JSONResponse({"jobs": [job.public() for job in jobs.all()]})
 
     async def submit(request: Request) -> Response:
-        if request.headers.get(CSRF_HEADER) != "1":
-            return _error(f"missing the {CSRF_HEADER} header", 403)
+        if (refused := _cross_site(request)) is not None:
+            return refused
         try:
             created = await _submit(request)
         except UploadRefused as refused:
@@ -174,16 +174,16 @@ def create_app(
         return created
 
     async def cancel(request: Request) -> Response:
-        if request.headers.get(CSRF_HEADER) != "1":
-            return _error(f"missing the {CSRF_HEADER} header", 403)
+        if (refused := _cross_site(request)) is not None:
+            return refused
         job = jobs.cancel(request.path_params["job_id"])
         if job is None:
             return _error("no such job", 404)
         return JSONResponse({"job": job.public()})
 
     async def remove(request: Request) -> Response:
-        if request.headers.get(CSRF_HEADER) != "1":
-            return _error(f"missing the {CSRF_HEADER} header", 403)
+        if (refused := _cross_site(request)) is not None:
+            return refused
         if not jobs.remove(request.path_params["job_id"]):
             return _error("no such job", 404)
         return Response(status_code=204)
@@ -256,6 +256,13 @@ def _file(path: Path, *, download: str | None = None) -> Response:
         return FileResponse(path, media_type=media_type, headers=_SECURITY_HEADERS,
                             content_disposition_type="inline")
     return FileResponse(path, media_type=media_type, filename=download, headers=_SECURITY_HEADERS)
+
+
+def _cross_site(request: Request) -> Response | None:
+    """403 for a state-changing request without the page's header (see CSRF_HEADER), else None."""
+    if request.headers.get(CSRF_HEADER) != "1":
+        return _error(f"missing the {CSRF_HEADER} header", 403)
+    return None
 
 
 def _error(reason: str, status: int) -> Response:
