@@ -48,6 +48,7 @@ class ToyConfig(TrainConfig):
     lr: float = 1e-2
     poison_at: int = -1  # step at which the loss becomes NaN (tests the guard)
     poison_weight_at: int = -1  # step after which a discriminator weight is inf (losses still finite)
+    poison_state_at: int = -1  # step after which g's Adam exp_avg_sq holds an inf (losses, weights finite)
 
 
 class ToyMethod(Method):
@@ -91,6 +92,8 @@ class ToyMethod(Method):
             g_loss = g_loss * float("nan")
         ctx.backward(g_loss)
         ctx.step_optimizer("g")
+        if ctx.step == self.config.poison_state_at:  # what a diverged run (e.g. lr 30) leaves: grad**2 overflowed
+            self.optimizers["g"].state[g[0].weight]["exp_avg_sq"][0, 0, 0, 0] = float("inf")
         if ctx.step == self.config.poison_weight_at:
             with torch.no_grad():
                 d[0].weight[0, 0, 0, 0] = float("inf")
@@ -211,6 +214,20 @@ def test_nan_guard_checks_weights_before_writing_a_checkpoint(tmp_path) -> None:
     with pytest.raises(NonFiniteLossError, match=r"step 4: weights of 'd' are not finite.*No checkpoint was written"):
         fit(method, train_loader=loader(), run_dir=tmp_path, device=torch.device("cpu"), progress=False)
     assert not (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+def test_nan_guard_checks_the_optimiser_state(tmp_path) -> None:
+    """A diverged run whose losses and weights are still finite but whose Adam state is not
+    (issue: lr 30 exited 0 and exported) stops at the next checkpoint, keeping the last good one."""
+    method = make_method(poison_state_at=5, checkpoint_every=4)
+    with pytest.raises(NonFiniteLossError,
+                       match=r"step 8: the state of optimiser 'g' \(exp_avg_sq\) is not finite.*kept: .*step 4\)"):
+        fit(method, train_loader=loader(), run_dir=tmp_path, device=torch.device("cpu"), progress=False)
+    assert all(torch.isfinite(p).all() for net in method.nets.values() for p in net.parameters())
+    payload = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert payload["step"] == 4
+    state = payload["optimizers"]["g"]["state"]
+    assert all(torch.isfinite(v).all() for s in state.values() for v in s.values())
 
 
 def test_schedule_sets_learning_rates_and_log_records_them(tmp_path) -> None:

@@ -6,8 +6,9 @@ A source resolves to one file, and the file to one :class:`ModelDescriptor`:
   ``g_ba.safetensors`` for cycle methods) or a reference pix2pix/CycleGAN checkpoint folder
   (``latest_net_G.pth``, or ``latest_net_G_A.pth`` / ``latest_net_G_B.pth``, else the highest
   ``<epoch>_net_G*.pth``); ``direction`` picks the generator of a two-generator folder;
-- an existing file: ``.safetensors`` with our metadata, a third-party ``.safetensors``, or a
-  torch file (read with ``weights_only=True``);
+- an existing file: ``.safetensors`` with our metadata, a third-party ``.safetensors``, one of our
+  training checkpoints (``RUN_DIR/checkpoints/last.pt``: its generator, EMA copy when kept), or
+  another torch file (read with ``weights_only=True``);
 - otherwise a bundled name (see :mod:`img2img.checkpoints.bundled`).
 
 The network comes back in eval mode: dropout off and BatchNorm using its stored statistics, so
@@ -19,11 +20,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from img2img.checkpoints.build import build_descriptor
 from img2img.checkpoints.bundled import find_bundled, looks_like_name
 from img2img.checkpoints.descriptor import ModelDescriptor
 from img2img.checkpoints.errors import CheckpointError
@@ -66,15 +69,20 @@ def load_model(
     Raises CheckpointError (one line naming the file and the reason) for anything it cannot load.
     """
     path = resolve_source(source, direction=direction)
-    desc = load_file(path, arch=arch, scale=scale)
+    desc = load_file(path, arch=arch, scale=scale, direction=direction)
     desc.net.eval()
     return desc.to(device)
 
 
 def load_file(
-    path: str | os.PathLike[str], *, arch: str | None = None, scale: int | None = None
+    path: str | os.PathLike[str], *, arch: str | None = None, scale: int | None = None,
+    direction: str | None = None,
 ) -> ModelDescriptor:
-    """The descriptor of one model file (ours, third-party safetensors or torch), on the CPU."""
+    """The descriptor of one model file (ours, third-party safetensors or torch), on the CPU.
+
+    Detection order: our ``.safetensors`` (metadata), a third-party ``.safetensors``, our training
+    checkpoint (``direction`` picks a cycle run's generator), a foreign torch file.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
@@ -87,7 +95,72 @@ def load_file(
                 raise CheckpointError(f"{path}: scale {scale} given, but the model upscales x{desc.scale}")
             return desc
         return load_foreign_state(read_tensors(path), source=str(path), hints=hints)
+    if is_training_checkpoint(path):
+        desc = load_training_checkpoint(path, direction=direction)
+        if scale is not None and scale != desc.scale:
+            raise CheckpointError(f"{path}: scale {scale} given, but the model upscales x{desc.scale}")
+        return desc
     return load_foreign_file(path, hints=hints)
+
+
+# Our training checkpoints (img2img.training.state) are torch zip files whose pickle holds these
+# keys; "exports" says how to rebuild each generator. Recognised here by that layout, because
+# checkpoints/ may not import training.
+TRAINING_FORMAT_PREFIX = "img2img-train/"
+TRAINING_KEYS = ("format", "method", "step", "nets", "ema")
+_TRAINING_PICKLE_MAX = 64 << 20
+
+
+def is_training_checkpoint(path: Path) -> bool:
+    """True when ``path`` looks like one of our training checkpoints, judged from its pickle alone.
+
+    Reads only the zip directory and the (small, stored) pickle record, never tensor data, so any
+    other torch file goes on to the foreign loaders untouched.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [i for i in archive.infolist() if i.filename.endswith("/data.pkl")]
+            if len(pickles) != 1 or pickles[0].file_size > _TRAINING_PICKLE_MAX:
+                return False
+            if pickles[0].compress_type != zipfile.ZIP_STORED:
+                return False
+            return TRAINING_FORMAT_PREFIX.encode() in archive.read(pickles[0])
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
+def load_training_checkpoint(path: Path, *, direction: str | None = None) -> ModelDescriptor:
+    """The generator a training checkpoint holds: the EMA copy when the run kept one, as the
+    run's exported model; ``direction`` picks ``g_ab`` (AtoB) or ``g_ba`` (BtoA) of a cycle run."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # a damaged file fails in several ways; name the file
+        raise CheckpointError(f"{path}: cannot read training checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(payload, dict) or any(k not in payload for k in TRAINING_KEYS):
+        raise CheckpointError(f"{path}: not an img2img training checkpoint (expected keys {', '.join(TRAINING_KEYS)})")
+    exports = payload.get("exports")
+    if not exports:
+        raise CheckpointError(
+            f"{path}: a training checkpoint from an older img2img that does not record how to rebuild its "
+            "generators; use the model file of its run directory (model.safetensors or g_ab/g_ba.safetensors)"
+        )
+    if len(exports) == 1:
+        _check_single(path, direction, f"holds one generator ({exports[0]['file']})")
+        chosen = exports[0]
+    else:
+        wanted = CYCLE_MODELS[direction or "AtoB"]
+        found = [e for e in exports if f"{e['file']}{SUFFIX}" == wanted]
+        if not found:
+            raise CheckpointError(f"{path}: holds generators {', '.join(e['file'] for e in exports)}, none for {wanted}")
+        chosen = found[0]
+    net = chosen["net"]
+    ema = payload["ema"].get(net)
+    state = ema["module"] if ema is not None else payload["nets"][net]
+    provenance = {"source": "img2img training checkpoint", "method": payload["method"], "step": payload["step"],
+                  "net": net, "ema": ema is not None, "file": str(path), **dict(chosen.get("info") or {})}
+    return build_descriptor(arch=chosen["arch"], kwargs=chosen["kwargs"], state=state,
+                            value_range=(float(chosen["value_range"][0]), float(chosen["value_range"][1])),
+                            provenance=provenance, source=str(path))
 
 
 def resolve_source(source: str | os.PathLike[str], *, direction: str | None = None) -> Path:
@@ -98,7 +171,8 @@ def resolve_source(source: str | os.PathLike[str], *, direction: str | None = No
     if path.is_dir():
         return resolve_run_dir(path, direction=direction)
     if path.is_file():
-        _check_single(path, direction, "is one model file")
+        if not is_training_checkpoint(path):  # which generator of those it holds: see load_training_checkpoint
+            _check_single(path, direction, "is one model file")
         return path
     text = os.fspath(source)
     if looks_like_name(text) and path.suffix.lower() not in (".pth", ".pt", ".ckpt"):
@@ -158,7 +232,7 @@ def convert(
     out = Path(out)
     if out.exists() and out.resolve() == path.resolve():
         raise CheckpointError(f"{out}: is the input file; choose another output")
-    desc = load_file(path, arch=arch, scale=scale)
+    desc = load_file(path, arch=arch, scale=scale, direction=direction)
     extra = {"source_file": path.name, "source_sha256": sha256_of(path), **(provenance or {})}
     save_model(desc, out, provenance=extra)
     return desc

@@ -13,12 +13,15 @@ given on the command line override the config file. ``--set KEY=VALUE`` reaches 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 import yaml
 
+from img2img import torchrun
 from img2img.cli.common import EXIT_SOME_FAILED, EXIT_USAGE, fail, get_context
 
 # Options that are not config keys.
@@ -43,6 +46,8 @@ def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Mixed precision on GPUs (auto: bf16, else fp16; fp32 on CPU)."),
         click.option("--ema-decay", type=float, help="EMA of the generator weights, e.g. 0.999 (0: off)."),
         click.option("--num-workers", type=int, help="Data loader worker processes."),
+        click.option("--save-every", type=int, help="Also export a numbered model snapshot every N steps "
+                     "(RUN_DIR/snapshots/step_NNNNNN.safetensors, each usable as --model); 0: off."),
         click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
         click.option("--set", "set_options", multiple=True, metavar="KEY=VALUE",
                      help="Set any config key (YAML value), e.g. --set lr_schedule=cosine. Repeatable."),
@@ -76,18 +81,44 @@ def run_method(method: str, options: dict[str, Any]) -> None:
         except yaml.YAMLError:
             fail(f"--set {key}: cannot parse value {value!r}")
     try:
-        result = train_run(method, overrides, config_file=config_file, resume=resume, progress=ctx.verbosity > 0)
+        with _one_line_bad_image_warnings():
+            result = train_run(method, overrides, config_file=config_file, resume=resume,
+                               progress=ctx.verbosity > 0)
     except (ConfigError, CheckpointError) as e:
         fail(str(e), EXIT_USAGE)
     except NonFiniteLossError as e:
         fail(str(e), EXIT_SOME_FAILED)
     except (DataError, ImageIOError) as e:
         fail(str(e), EXIT_USAGE)
-    if ctx.verbosity > 0:
+    except OSError as e:  # e.g. a full disk while writing the log or a sample
+        fail(f"{str(e.filename) + ': ' if e.filename else ''}{e.strerror or e}", EXIT_USAGE)
+    rank = torchrun.from_environment()
+    if ctx.verbosity > 0 and (rank is None or rank.is_main):  # under torchrun: rank 0 reports
         losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
         click.echo(f"trained {result.step}/{result.total_steps} steps; {losses}")
         command = "upscale" if method == "srgan" else "translate"
         click.echo(f"model: {result.run_dir} (use: img2img {command} SRC DST --model {result.run_dir})")
+
+
+@contextlib.contextmanager
+def _one_line_bad_image_warnings() -> Iterator[None]:
+    """A skipped training image is one line naming it (``warning: PATH: reason``), not a Python
+    warning with its source location. DataLoader worker processes forked inside inherit it."""
+    from img2img.data import BadImageWarning
+
+    previous = warnings.formatwarning
+
+    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 line: str | None = None) -> str:
+        if issubclass(category, BadImageWarning):
+            return f"warning: {message}\n"
+        return previous(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -16,9 +16,9 @@ import os
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -68,8 +68,19 @@ class TrainConfig:
 
     Intervals in steps (0 disables, except that a final checkpoint and export are always written):
         log_every, sample_every, val_every, checkpoint_every; val_batches caps validation batches.
+        A sample grid is also written at the last step of the run.
+        save_every: also export numbered model snapshots ``RUN_DIR/snapshots/step_NNNNNN.safetensors``.
         tensorboard: also write TensorBoard events when the ``tensorboard`` package is installed.
+
+    ``resume_may_change`` lists the options a ``--resume`` may give new values (applied from the
+    resumed step on); any other change is refused, since the checkpoint was made with the old value.
     """
+
+    resume_may_change: ClassVar[tuple[str, ...]] = (
+        "out", "steps", "epochs", "device", "num_workers", "lr_schedule", "lr_decay_start", "lr_step_every",
+        "lr_gamma", "lr_min_factor", "log_every", "sample_every", "val_every", "val_batches", "checkpoint_every",
+        "save_every", "tensorboard",
+    )
 
     data: str = ""
     out: str = ""
@@ -99,6 +110,9 @@ class TrainConfig:
     val_every: int = 1000
     val_batches: int = 16
     checkpoint_every: int = 1000
+    save_every: int = field(default=0, metadata={
+        "help": "Every N steps also export a numbered model snapshot, RUN_DIR/snapshots/step_NNNNNN.safetensors "
+                "(each usable as --model); 0: off."})
     tensorboard: bool = True
 
     def validate(self) -> None:
@@ -111,7 +125,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
         for name in ("num_workers", "load_size", "steps", "epochs", "log_every", "sample_every", "val_every",
-                     "val_batches", "checkpoint_every", "lr_step_every"):
+                     "val_batches", "checkpoint_every", "save_every", "lr_step_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
         if not 0.0 <= self.lr_decay_start <= 1.0:

@@ -29,10 +29,12 @@ from torch import nn
 
 from img2img import devices, metrics
 from img2img.checkpoints import save_model
+from img2img.checkpoints.format import SUFFIX
+from img2img.data.errors import DataError
 from img2img.training import distributed
 from img2img.training.config import ConfigError, TrainConfig, config_to_dict
 from img2img.training.ema import EMA
-from img2img.training.method import Method, StepContext
+from img2img.training.method import Export, Method, StepContext
 from img2img.training.monitor import RunMonitor, grid_image, save_png
 from img2img.training.state import (
     CHECKPOINT_FORMAT,
@@ -118,7 +120,7 @@ class DataStream:
         self._iter = iter(self.loader)
 
     def __next__(self) -> Any:
-        with self._data_rng():
+        with self._data_rng(), _one_line_data_errors():
             if self._iter is None:
                 self._start_epoch()
             assert self._iter is not None
@@ -165,6 +167,24 @@ class DataStream:
             for _ in range(0 if fast else taken):
                 next(self._iter)
         self.index = taken
+
+
+@contextlib.contextmanager
+def _one_line_data_errors() -> Iterator[None]:
+    """A DataError raised in a DataLoader worker process keeps its one-line message.
+
+    The loader re-raises it in this process with the worker's whole traceback as the message
+    ("Caught DataError in DataLoader worker process 0. Original Traceback ..."); the message the
+    data layer wrote is the traceback's last line.
+    """
+    try:
+        yield
+    except DataError as e:
+        text = str(e).strip()
+        if not (text.startswith("Caught ") and "Traceback" in text):
+            raise
+        last = text.splitlines()[-1]
+        raise DataError(last.split(": ", 1)[1] if ": " in last else last) from None
 
 
 def _seeded_cpu_rng(seed: int) -> dict[str, Any]:
@@ -220,6 +240,22 @@ def _all_finite(nets: Mapping[str, nn.Module]) -> str | None:
     return None
 
 
+def _optimizer_state_finite(optimizers: Mapping[str, torch.optim.Optimizer]) -> tuple[str, str] | None:
+    """(optimiser name, state entry) of the first non-finite float tensor in an optimiser's state
+    (Adam's ``exp_avg`` / ``exp_avg_sq``), or None."""
+    for name, opt in optimizers.items():
+        entries: dict[str, list[torch.Tensor]] = {}
+        for per_param in opt.state.values():
+            for key, value in per_param.items():
+                if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() > 0:
+                    entries.setdefault(key, []).append(value.detach())
+        for key, tensors in entries.items():
+            # isfinite per tensor, not a norm: a norm of large finite values (1e30) overflows to inf
+            if not bool(torch.stack([t.isfinite().all() for t in tensors]).all()):  # one sync per entry
+                return name, key
+    return None
+
+
 def fit(
     method: Method,
     *,
@@ -232,6 +268,7 @@ def fit(
     progress: bool = True,
     provenance: Mapping[str, Any] | None = None,
     stop_at: int | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> FitResult:
     """Train ``method`` (its nets built, seeded and on the CPU) until ``config.steps`` steps are done.
 
@@ -248,8 +285,10 @@ def fit(
         provenance: extra fields for the exported models' metadata (e.g. the command line).
         stop_at: stop (with a checkpoint) after this global step although the run is longer, e.g. to
             share a machine in time slices; ``--resume`` continues it as if never stopped.
+        on_start: called once the run is accepted (a resume: its checkpoint restored), before the
+            first file of the run is written; e.g. to save the resolved config only then.
 
-    Returns a FitResult. Raises NonFiniteLossError when a loss or weight stops being finite (the
+    Returns a FitResult. Raises NonFiniteLossError when a loss, weight or optimiser state stops being finite (the
     last good checkpoint is kept), CheckpointError when resuming from an unusable checkpoint.
     """
     config: TrainConfig = method.config
@@ -279,6 +318,8 @@ def fit(
         step = _restore(ckpt_path, method, scaler, emas, stream)
     elif ckpt_path.exists():
         raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
+    if on_start is not None:
+        on_start()
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     # torchrun: DDP wrappers, seen by train_step only; rank 0 alone writes (docs/distributed.md).
@@ -301,6 +342,12 @@ def fit(
                 f"step {at_step}: weights of {bad!r} are not finite; training stopped. "
                 + _last_good(ckpt_path, saved_step)
             )
+        bad = _optimizer_state_finite(method.optimizers)
+        if bad is not None:  # diverged: e.g. squared gradients overflowed, though losses and weights are finite
+            raise NonFiniteLossError(
+                f"step {at_step}: the state of optimiser {bad[0]!r} ({bad[1]}) is not finite: training diverged "
+                "and stopped. " + _last_good(ckpt_path, saved_step)
+            )
         distributed.average_buffers(method.nets)
         ranks = distributed.gather({"rng": capture_rng(), "data": stream.state_dict(),
                                     "method_state": method.state_dict()})
@@ -320,6 +367,9 @@ def fit(
             "data": stream.state_dict(),
             "rng": capture_rng(),
             "config": config_to_dict(config),
+            # How to rebuild each generator, so `--model RUN_DIR/checkpoints/last.pt` works
+            # (img2img.checkpoints.loading reads this without importing training).
+            "exports": [_export_record(e) for e in method.exports()],
         }
         if ranks is not None:
             payload["ranks"] = ranks  # every rank's RNG, data position and method state (pools), for --resume
@@ -362,7 +412,9 @@ def fit(
             if config.log_every and step % config.log_every == 0:
                 losses = {k: v for k, v in monitor.flush_train(step, stream.epoch, _lrs(method)).items()
                           if k in values}
-            if main and config.sample_every and step % config.sample_every == 0 and sample_batch is not None:
+            # Samples every sample_every steps and at the last step, so a short run shows one too.
+            sample_now = config.sample_every and (step % config.sample_every == 0 or step == total)
+            if main and sample_now and sample_batch is not None:
                 with torch.no_grad(), _isolated_rng():
                     pred = method.predict(_to_device(sample_batch, device, channels_last), eval_nets())
                 save_png(grid_image(pred), run_dir / "samples" / f"step_{step:07d}.png")
@@ -370,6 +422,8 @@ def fit(
                 monitor.validation(step, _validate(method, val_loader, eval_nets(), device, channels_last))
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < end:
                 save(step)
+            if main and config.save_every and step % config.save_every == 0:
+                _export(method, emas, run_dir, step=step, total=total, extra=extra_provenance, snapshot=True)
         if not losses:
             losses = {k: v for k, v in monitor.flush_train(step, stream.epoch, _lrs(method)).items() if k in values}
         if saved_step != step:
@@ -394,7 +448,8 @@ def _lrs(method: Method) -> dict[str, float]:
 def _last_good(path: Path, saved_step: int) -> str:
     if saved_step < 0:
         return "No checkpoint was written yet."
-    return f"The last good checkpoint is kept: {path} (step {saved_step}); lower the learning rate and --resume."
+    return (f"The last good checkpoint is kept: {path} (step {saved_step}); resume from it with a lower learning "
+            "rate (--resume --lr ..., srgan: --lr-g/--lr-d; a resume applies the new rate).")
 
 
 def _finite_values(losses: Mapping[str, torch.Tensor], step: int, path: Path, saved_step: int) -> dict[str, float]:
@@ -443,6 +498,9 @@ def _restore(
     payload = distributed.rank_state(load_checkpoint(path), path)  # this rank's RNG and data position
     if payload.get("method") != method.name:
         raise CheckpointError(f"{path}: written by method {payload.get('method')!r}, not {method.name!r}")
+    # The base rates this run's optimisers were built with (from its config, which a resume may
+    # change); loading an optimiser's state would bring back the old ones.
+    base_lrs = {name: [g["initial_lr"] for g in opt.param_groups] for name, opt in method.optimizers.items()}
     for kind, own in (("nets", method.nets), ("optimizers", method.optimizers), ("ema", emas)):
         saved = payload[kind]
         if set(saved) != set(own):
@@ -457,6 +515,9 @@ def _restore(
                 raise CheckpointError(
                     f"{path}: {kind[:-1]} {name!r} does not match this run's configuration ({first})"
                 ) from None
+    for name, opt in method.optimizers.items():
+        for group, lr in zip(opt.param_groups, base_lrs[name], strict=True):
+            group["initial_lr"] = group["lr"] = lr  # scheduled optimisers get lr x factor before each step
     if scaler is not None and payload.get("scaler"):
         scaler.load_state_dict(payload["scaler"])
     method.load_state_dict(payload.get("method_state", {}))
@@ -466,34 +527,58 @@ def _restore(
 
 
 def _export(
-    method: Method, emas: Mapping[str, EMA], run_dir: Path, *, step: int, total: int, extra: Mapping[str, Any]
+    method: Method,
+    emas: Mapping[str, EMA],
+    run_dir: Path,
+    *,
+    step: int,
+    total: int,
+    extra: Mapping[str, Any],
+    snapshot: bool = False,
 ) -> None:
-    """Write every exported generator as ``RUN_DIR/<file>.safetensors`` in our model format."""
+    """Write every exported generator in our model format: ``RUN_DIR/<file>.safetensors``, or with
+    ``snapshot`` a numbered copy in ``RUN_DIR/snapshots/`` (see :func:`snapshot_path`).
+
+    Saving rebuilds each network from the registry to prove the metadata fits, and building
+    initialises weights from the global RNG: the export runs under an isolated RNG so it does not
+    move the training RNG (a run that exported at a checkpoint step must continue exactly as one
+    resumed from that checkpoint, whose RNG state was captured before the export).
+    """
     exports = method.exports()
-    if not exports:
-        return
-    for exp in exports:
-        net = emas[exp.net].module if exp.net in emas else method.nets[exp.net]
-        provenance = {
-            "source": "img2img train",
-            "method": method.name,
-            "net": exp.net,
-            "ema": exp.net in emas,
-            "step": step,
-            "total_steps": total,
-            "run_dir": str(run_dir.resolve()),
-            "data": str(method.config.data),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__,
-            **dict(exp.info),
-            **dict(extra),
-        }
-        save_model(
-            net,
-            run_dir / f"{exp.file}.safetensors",
-            arch=exp.arch,
-            kwargs=dict(exp.kwargs),
-            scale=exp.scale,
-            value_range=exp.value_range,
-            provenance=provenance,
-        )
+    with _isolated_rng():
+        for exp in exports:
+            net = emas[exp.net].module if exp.net in emas else method.nets[exp.net]
+            provenance = {
+                "source": "img2img train",
+                "method": method.name,
+                "net": exp.net,
+                "ema": exp.net in emas,
+                "step": step,
+                "total_steps": total,
+                "run_dir": str(run_dir.resolve()),
+                "data": str(method.config.data),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "torch": torch.__version__,
+                **dict(exp.info),
+                **dict(extra),
+            }
+            path = (snapshot_path(run_dir, step, exp.file if len(exports) > 1 else None) if snapshot
+                    else run_dir / f"{exp.file}{SUFFIX}")
+            try:
+                save_model(net, path, arch=exp.arch, kwargs=dict(exp.kwargs), scale=exp.scale,
+                           value_range=exp.value_range, provenance=provenance)
+            except OSError as e:
+                raise CheckpointError(f"{path}: cannot write the model ({e.strerror or e})") from None
+
+
+def _export_record(exp: Export) -> dict[str, Any]:
+    """An Export as plain types (a checkpoint must load with ``weights_only=True``)."""
+    return {"file": exp.file, "net": exp.net, "arch": exp.arch, "kwargs": dict(exp.kwargs),
+            "value_range": [float(v) for v in exp.value_range], "scale": int(exp.scale), "info": dict(exp.info)}
+
+
+def snapshot_path(run_dir: Path, step: int, file: str | None = None) -> Path:
+    """``RUN_DIR/snapshots/step_000500.safetensors`` (``step_000500_g_ab.safetensors`` for ``file``
+    of a method that exports several generators)."""
+    name = f"step_{step:06d}" + (f"_{file}" if file else "")
+    return run_dir / "snapshots" / f"{name}{SUFFIX}"

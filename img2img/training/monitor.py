@@ -18,6 +18,12 @@ from tqdm import tqdm
 from img2img.training.method import Prediction
 
 LOG_NAME = "log.jsonl"
+TENSORBOARD_MISSING = ("note: no TensorBoard events are written: the tensorboard package is not installed "
+                       "(pip install tensorboard; or set tensorboard: false); log.jsonl has the same values")
+
+
+def tensorboard_installed() -> bool:
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 def grid_image(pred: Prediction, *, max_rows: int = 4) -> torch.Tensor:
@@ -84,10 +90,12 @@ class RunMonitor:
         self._total = total_steps
         self._last_plain = time.perf_counter()
         self.tb = None
-        if tensorboard and importlib.util.find_spec("tensorboard") is not None:
+        if tensorboard and tensorboard_installed():
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        elif tensorboard and progress:  # quiet runs (-q) print errors only
+            print(TENSORBOARD_MISSING, file=sys.stderr, flush=True)
         self._sums: dict[str, float] = {}
         self._count = 0
         self._t0 = time.perf_counter()

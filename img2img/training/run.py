@@ -24,6 +24,8 @@ from img2img.training.config import ConfigError, TrainConfig, build_config, read
 from img2img.training.loop import FitResult, fit, select_device
 from img2img.training.method import Method
 from img2img.training.methods import get_method
+from img2img.training.resume import check_resume_changes
+from img2img.training.state import checkpoint_path, load_checkpoint
 
 CONFIG_NAME = "config.yaml"
 
@@ -52,6 +54,9 @@ def resolve_config(
         layers.append((str(config_file), read_yaml(config_file)))
     layers.append(("command line", dict(options)))
     config = build_config(method_cls.config_class, *layers)
+    ckpt = checkpoint_path(out) if out else None
+    if resume and ckpt is not None and ckpt.is_file():  # before anything is written (fit reports a missing one)
+        check_resume_changes(config, load_checkpoint(ckpt, mmap=True).get("config", {}), source=str(ckpt))
     if not config.data:
         raise ConfigError("no training data: pass --data DIR (or set data: in the config file)")
     if not config.out:
@@ -108,10 +113,12 @@ def train(
     config_file: str | os.PathLike[str] | None = None,
     resume: bool = False,
     progress: bool = True,
+    stop_at: int | None = None,
 ) -> FitResult:
     """Train ``method`` (``"pix2pix"``, ...) with ``options`` (config keys); returns the FitResult.
 
     Writes the resolved config to ``RUN_DIR/config.yaml`` and everything else through :func:`fit`.
+    ``stop_at``: stop after this global step with a checkpoint (``resume=True`` continues).
     Raises ConfigError (bad options/data), CheckpointError (bad resume), NonFiniteLossError.
     """
     method_cls = get_method(method)
@@ -124,10 +131,13 @@ def train(
         instance = method_cls(config)  # initial weights come from the seed
         train_loader, val_loader, augment = build_loaders(instance, config)
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume and (run_dir / "checkpoints" / "last.pt").exists():
+        if not resume and checkpoint_path(run_dir).exists():
             raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
-        if distributed.is_main():
-            save_config(config, run_dir / CONFIG_NAME)
+
+        def save_resolved_config() -> None:  # once the run (or the resume) has been accepted
+            if distributed.is_main():
+                save_config(config, run_dir / CONFIG_NAME)
+
         command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else ""
         return fit(
             instance,
@@ -139,4 +149,6 @@ def train(
             resume=resume,
             progress=progress,
             provenance={"command": command} if command else None,
+            stop_at=stop_at,
+            on_start=save_resolved_config,
         )

@@ -74,25 +74,36 @@ def restore_rng(state: dict[str, Any]) -> None:
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Write ``payload`` to ``path`` atomically: a temp file in the same folder, fsync, rename.
 
-    A crash mid-write leaves the previous checkpoint intact.
+    A crash mid-write leaves the previous checkpoint intact; a failed write (e.g. a full disk)
+    removes the temp file and raises CheckpointError naming the file and the reason.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # e.g. the disk is full
+            kept = f"the previous checkpoint {p.name} is kept" if p.exists() else "no checkpoint was kept"
+            raise CheckpointError(f"{p}: cannot write the training checkpoint ({e.strerror or e}); {kept}") from None
+        raise
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on the CPU)."""
+def load_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on the CPU).
+
+    ``mmap=True`` leaves the tensors in the file until used: cheap when only the config is read.
+    """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no training checkpoint to resume from")
     try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
+        payload = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises several types for corrupt or foreign files
         raise CheckpointError(f"{p}: cannot read training checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -66,6 +66,8 @@ class CycleConfig(TrainConfig):
     lr, beta1, beta2: Adam for both generator and discriminator optimisers.
     init, init_gain: weight initialisation.
     """
+
+    resume_may_change: ClassVar[tuple[str, ...]] = (*TrainConfig.resume_may_change, "lr")
 
     in_channels: int = 3
     out_channels: int = 3

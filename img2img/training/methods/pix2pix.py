@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -45,6 +45,8 @@ class Pix2PixConfig(TrainConfig):
         for a few hundred images; Zhao et al. 2020); empty = off.
     lr, beta1, beta2: Adam for both networks. init, init_gain: weight initialisation.
     """
+
+    resume_may_change: ClassVar[tuple[str, ...]] = (*TrainConfig.resume_may_change, "lr")
 
     direction: str = "AtoB"
     in_channels: int = 3

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +64,8 @@ class SRGANConfig(TrainConfig):
     ndf: discriminator width.
     lr_g, lr_d, beta1, beta2: Adam settings (paper: 1e-4, betas 0.9/0.999).
     """
+
+    resume_may_change: ClassVar[tuple[str, ...]] = (*TrainConfig.resume_may_change, "lr_g", "lr_d")
 
     image_size: int = 96
     batch_size: int = 16
