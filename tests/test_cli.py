@@ -4,10 +4,10 @@ from img2img import __version__
 from img2img.cli import cli
 
 
-def test_help_lists_the_six_commands() -> None:
+def test_help_lists_the_seven_commands() -> None:
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
-    for name in ("translate", "upscale", "train", "eval", "weights", "data"):
+    for name in ("translate", "upscale", "train", "eval", "weights", "data", "serve"):
         assert f"  {name}" in result.output
 
 

@@ -41,6 +41,8 @@ def test_the_wheel_carries_the_default_upscalers(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {f"img2img/weights/{p.name}" for p in (ROOT / "weights").glob("*.safetensors")}
     assert shipped and shipped <= names
+    page = {f"img2img/web/static/{p.name}" for p in (ROOT / "img2img" / "web" / "static").iterdir()}
+    assert {"img2img/web/static/index.html", "img2img/web/static/app.js"} <= page <= names  # the web page
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     code = ("from img2img.checkpoints.bundled import find_bundled; "
             "print(find_bundled('img2img-sr-x4'))")

@@ -35,8 +35,8 @@ def cli(ctx: click.Context, device: str, verbosity: int | None) -> None:
 
 
 def _register_commands() -> None:
-    # Imported here so each command module stays independent and the group lists all six.
-    from img2img.cli import data, evaluate, infer, train, weights
+    # Imported here so each command module stays independent and the group lists all seven.
+    from img2img.cli import data, evaluate, infer, serve, train, weights
 
     cli.add_command(infer.translate)
     cli.add_command(infer.upscale)
@@ -44,6 +44,7 @@ def _register_commands() -> None:
     cli.add_command(evaluate.eval_command)
     cli.add_command(weights.weights)
     cli.add_command(data.data)
+    cli.add_command(serve.serve)
 
 
 _register_commands()
