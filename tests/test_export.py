@@ -30,6 +30,7 @@ TINY = {
     "srresnet": {"num_feat": 8, "num_block": 2},
     "msrresnet": {"num_feat": 8, "num_block": 2},
     "rrdbnet": {"num_feat": 8, "num_block": 1, "num_grow_ch": 4},
+    "srvgg_compact": {"num_feat": 8, "num_conv": 2},
 }
 GENERATORS = sorted(name for name, spec in ARCHITECTURES.items() if spec.role == "generator")
 
