@@ -27,7 +27,7 @@ from img2img.inference.backends import (
 )
 from img2img.inference.runners import TorchRunner
 from img2img.networks import ARCHITECTURES, build, resolve_kwargs
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 CPU = torch.device("cpu")
 

@@ -27,7 +27,7 @@ from img2img.checkpoints import save_model
 from img2img.cli import cli
 from img2img.cli.common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
 from img2img.networks import build
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 pytestmark = pytest.mark.faults
 

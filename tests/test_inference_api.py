@@ -16,14 +16,7 @@ from img2img.inference.tile_pool import TilePool
 from img2img.networks import build
 from tests.helpers import smooth_rgb
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: threads only add start-up cost on a shared machine
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 class SmallSR(nn.Module):
     """Two 3x3 convs and a pixel-shuffle x2: outputs depend on the input and on tile edges."""

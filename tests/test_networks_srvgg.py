@@ -16,14 +16,7 @@ import torch.nn.functional as F
 from img2img.checkpoints import CheckpointError, load_model, recognise
 from img2img.networks import build
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 def reference_srvgg_shapes(num_feat: int, num_conv: int, scale: int, channels: int = 3) -> dict[str, tuple]:
     """The release layout written out key by key: body.0 conv, then (PReLU, conv) pairs, last conv."""

@@ -29,6 +29,8 @@ from img2img.training.run import train
 from img2img.training.state import checkpoint_path, load_checkpoint
 from tests.helpers import smooth_rgb
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
+
 REPO = Path(__file__).resolve().parents[1]
 STEPS, EVERY = 6, 3
 COMMON: dict[str, Any] = dict(
@@ -46,12 +48,6 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _write(folder: Path, n: int, size: int, first: int, permute: bool = False) -> None:

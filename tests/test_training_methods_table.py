@@ -24,17 +24,10 @@ from img2img.training.methods.cycle import CycleConfig
 from img2img.training.methods.srgan import SRGAN, SRGANConfig
 from tests.helpers import smooth_rgb
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: threads only add start-up cost on a shared machine
-    yield
-    torch.set_num_threads(before)
-
-
 # --- the toy method: everything a new method writes, in one place ------------------------------
 
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 @dataclass
 class ShiftConfig(TrainConfig):

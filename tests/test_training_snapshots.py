@@ -15,16 +15,12 @@ from img2img.training.run import train as train_api
 from img2img.training.state import checkpoint_path, load_checkpoint
 from tests.helpers import smooth_rgb
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
+
 TINY = ["--image-size", "32", "--ngf", "4", "--ndf", "4", "--num-workers", "0", "--set", "load_size=32",
         "--set", "n_layers_d=2", "--set", "val_every=0", "--set", "tensorboard=false"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

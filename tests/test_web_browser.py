@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import uvicorn
 from click.testing import CliRunner
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -23,8 +22,10 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from img2img import image_io
 from img2img.cli import cli
 from img2img.web import create_app
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 from tests.web_fixtures import models_folder, photo
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -81,12 +82,6 @@ def page(browser: Browser, server: str) -> Iterator[Page]:
     context.close()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets on a shared machine
-    yield
-    torch.set_num_threads(before)
 
 
 def advanced(page: Page, **values: str) -> None:
