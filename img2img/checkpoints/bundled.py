@@ -54,9 +54,7 @@ def default_upscaler_name(scale: int) -> str:
 def repo_weights_dir() -> Path:
     """The shipped ``weights/`` folder: inside the package when installed from a wheel (pyproject
     maps the repository's ``weights/`` to ``img2img/weights``), else beside the package (a checkout)."""
-    import img2img
-
-    package = Path(img2img.__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent  # img2img/, from img2img/checkpoints/bundled.py
     inside = package / "weights"
     return inside if inside.is_dir() else package.parent / "weights"
 

@@ -32,7 +32,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from img2img.checkpoints import filekind
+import img2img.checkpoints.filekind as filekind
 from img2img.checkpoints.bundled import cache_dir
 from img2img.checkpoints.errors import CheckpointError
 from img2img.checkpoints.zoo import ZooModel, get_zoo

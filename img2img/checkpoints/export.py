@@ -239,7 +239,7 @@ def cached_onnx(desc: ModelDescriptor) -> Path:
     second run skips the export (seconds to a minute for large networks). The export is not
     checked here: the runtimes that use it are checked against torch by the tests.
     """
-    from img2img import __version__
+    from img2img._version import __version__
     from img2img.checkpoints.bundled import cache_dir
 
     digest = hashlib.sha256()

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from img2img.checkpoints import filekind
+import img2img.checkpoints.filekind as filekind
 from img2img.checkpoints.build import build_descriptor, quote_keys
 from img2img.checkpoints.descriptor import ModelDescriptor
 from img2img.checkpoints.errors import CheckpointError

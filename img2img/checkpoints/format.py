@@ -30,7 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from img2img import __version__
+from img2img._version import __version__
 from img2img.checkpoints.build import build_descriptor, check_state_fits
 from img2img.checkpoints.descriptor import ModelDescriptor
 from img2img.checkpoints.errors import CheckpointError

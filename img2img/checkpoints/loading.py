@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from img2img.checkpoints import filekind
+import img2img.checkpoints.filekind as filekind
 from img2img.checkpoints.build import build_descriptor
 from img2img.checkpoints.bundled import find_bundled, looks_like_name
 from img2img.checkpoints.denoise import blend, resolve_strength

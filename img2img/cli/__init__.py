@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from img2img import __version__
+from img2img._version import __version__
 from img2img.cli.common import CliContext
 
 # Commands that run the tiled engine (main() sets the allocator up for them).
