@@ -561,7 +561,7 @@ def _export(
                 "ema": exp.net in emas,
                 "step": step,
                 "total_steps": total,
-                "run_dir": str(run_dir.resolve()),
+                "run_dir": str(run_dir),  # as given: an absolute path of this machine means nothing elsewhere
                 "data": str(method.config.data),
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "torch": torch.__version__,
