@@ -14,7 +14,7 @@ Configurations:
              (--compile), ours-tiled (an InstanceNorm net tiled at 256 px instead of whole)
 
 Usage:
-    .venv/bin/python benchmarks/bench_tiling.py --size 1024            # the record (~30 min on 2 cores)
+    .venv/bin/python benchmarks/bench_tiling.py --size 1024            # the record (run time: docs/benchmarks.md)
     .venv/bin/python benchmarks/bench_tiling.py --size 256 --models rrdb --configs plain,ours,ours-1worker
 """
 

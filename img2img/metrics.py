@@ -129,8 +129,3 @@ class LPIPS:
     def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.net(pred * 2 - 1, target * 2 - 1).flatten()
 
-
-FID_NOTE = (
-    "FID not computed: it needs an Inception network's weights and a few thousand images; "
-    "use a dedicated tool (e.g. pytorch-fid or torch-fidelity) on the two folders"
-)

@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny images made in code, fixed seeds."""
+"""Shared fixtures: fixed seeds, and one intra-op thread for the modules that ask for it.
+
+Helpers that are not fixtures (images made in code, ...) live in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -18,16 +20,15 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
-def smooth_rgb(height: int, width: int, seed: int = 0, dtype=np.uint8) -> np.ndarray:
-    """A smooth, photo-like (H, W, 3) image: gradients plus low-frequency blobs."""
-    g = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
-    img = np.zeros((height, width, 3))
-    for c in range(3):
-        fy, fx, phase = g.uniform(0.5, 3.0), g.uniform(0.5, 3.0), g.uniform(0, 6.28)
-        img[..., c] = 0.5 + 0.25 * np.sin(2 * np.pi * fy * y / height + phase) * np.cos(2 * np.pi * fx * x / width)
-        img[..., c] += 0.2 * (x / max(width - 1, 1) - 0.5) * (c - 1)
-    img += g.normal(0, 0.02, img.shape)
-    img = np.clip(img, 0, 1)
-    top = np.iinfo(dtype).max
-    return np.round(img * top).astype(dtype)
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a whole module (``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+    Tiny nets gain nothing from intra-op threads, and on a shared 2-core machine the threads'
+    barriers make many-small-op training loops several times slower. Module scope, so that the
+    module's own module-scoped fixtures (trained models, datasets) run single-threaded too.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

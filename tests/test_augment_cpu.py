@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from img2img.data import AugmentParams, CpuStage, CropSpec, DataError
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 
 def pair(h: int = 40, w: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import torch
 
 from img2img.data import AugmentParams, DeviceAugment, bicubic_downscale, diff_augment
 from img2img.data.device_augment import _hue_matrix, _saturation_matrix
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 
 def batch(n: int = 6, size: int = 32, seed: int = 0) -> torch.Tensor:

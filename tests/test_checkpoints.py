@@ -41,14 +41,7 @@ def _isolated_model_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg_cache"))
     monkeypatch.delenv("IMG2IMG_WEIGHTS_DIR", raising=False)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny nets: intra-op threads only add start-up and spinning cost on a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 
 def _net(arch: str, kwargs: dict, seed: int = 0) -> torch.nn.Module:

@@ -21,14 +21,7 @@ from img2img.networks import build
 
 BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny nets: intra-op threads only add start-up and spinning cost on a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 
 # ------------------------------------------------------------------ reference layouts, written out

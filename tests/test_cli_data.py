@@ -11,7 +11,7 @@ from PIL import Image as PILImage
 from img2img.cli import cli
 from img2img.data import build_dataset
 from img2img.image_io import Image, read_image, write_image
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 
 def save(path, pixels: np.ndarray) -> None:

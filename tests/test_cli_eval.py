@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from img2img.cli import cli
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 
 def write(path, array: np.ndarray) -> None:
@@ -148,3 +148,17 @@ def test_model_mode_on_side_by_side_ab_images(tmp_path) -> None:
     bad = run("--model", str(model), "--data", str(ab))
     assert bad.exit_code == 1 and "2.png: not a recognised image" in bad.output
     assert "2 image(s)" in bad.output  # the readable ones are still measured
+
+
+def test_no_table_when_nothing_was_measured_and_no_unasked_notes(folders) -> None:
+    pred, target = folders
+    write(pred / "img0.png", smooth_rgb(16, 16))  # wrong size; img1 has no prediction
+    failed = run(str(pred), str(target))
+    assert failed.exit_code == 1
+    assert "image(s)" not in failed.output and "mean" not in failed.output
+    for p in target.iterdir():
+        write(pred / p.name, np.asarray(Image.open(p)))
+    ok = run(str(pred), str(target))
+    assert ok.exit_code == 0 and "2 image(s)" in ok.output
+    assert "note:" not in ok.output  # LPIPS was not asked for; FID is explained in --help
+    assert "FID is not computed" in run("--help").output

@@ -15,12 +15,14 @@ from img2img.cli import cli
 from img2img.cli.common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE
 from img2img.inference import Engine
 from img2img.networks import build
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 SHIPPED_REPO_WEIGHTS_DIR = bundled.repo_weights_dir  # kept before the fixture below hides it
 
 RRDB_X2 = {"scale": 2, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}
 RESNET = {"ngf": 4, "n_blocks": 1}
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 
 @pytest.fixture(autouse=True)
@@ -29,10 +31,6 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("IMG2IMG_WEIGHTS_DIR", str(tmp_path / "weights"))
     # Hide the repo's shipped weights/ so "no bundled model" paths can be tested.
     monkeypatch.setattr(bundled, "repo_weights_dir", lambda: tmp_path / "repo_weights")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: threads only add start-up cost on a shared machine
-    yield
-    torch.set_num_threads(before)
 
 
 def sr_model(path: Path) -> Path:
@@ -188,3 +186,17 @@ def test_upscale_without_model_uses_the_shipped_x4_default(tmp_path: Path, monke
     result = invoke("upscale", str(src / "a.png"), str(tmp_path / "out"))
     assert result.exit_code == EXIT_OK, result.output
     assert image_io.read_image(tmp_path / "out" / "a.png").pixels.shape == (80, 96, 3)
+
+
+def test_verbose_names_the_tile_plan(tmp_path: Path) -> None:
+    model = sr_model(tmp_path / "sr.safetensors")
+    src = photos(tmp_path / "in")
+    result = invoke("-v", "upscale", str(src / "a.png"), str(tmp_path / "out"), "--model", str(model),
+                    "--tile", "16", "--overlap", "4", "--batch", "3")
+    assert result.exit_code == EXIT_OK, result.output
+    plan = Engine(load_model(model), tile=16, overlap=4).plan_for(20, 24)
+    # a.png is 24 x 20: the plan the engine chose, its overlap and the batch.
+    assert f"24 x 20 px: {plan.rows.count} x {plan.cols.count} tiles of {plan.rows.tile} x {plan.cols.tile} px" in result.stderr
+    assert f"overlap {plan.overlap} px" in result.stderr and "batch 3" in result.stderr
+    quiet = invoke("upscale", str(src / "a.png"), str(tmp_path / "o2"), "--model", str(model), "--tile", "16")
+    assert "tiles of" not in quiet.stderr

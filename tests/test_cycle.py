@@ -7,61 +7,22 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
 
 from img2img.training.config import ConfigError, build_config
 from img2img.training.image_pool import ImagePool
-from img2img.training.loop import fit
 from img2img.training.method import StepContext
 from img2img.training.methods import get_method
 from img2img.training.methods.cycle import Cycle, CycleConfig, DiscoGAN, DiscoGANConfig
 from img2img.training.monitor import grid_image
-from tests.conftest import smooth_rgb
+from tests.helpers import BLUE, CPU, QUIET, RED, check_learned, learn, tinted
 
-QUIET = dict(tensorboard=False, sample_every=0, val_every=0, checkpoint_every=0, log_every=50)
 TINY = dict(image_size=32, generator="resnet", n_blocks=2, ngf=8, ndf=8, n_layers_d=2, batch_size=2, **QUIET)
-CPU = torch.device("cpu")
 
-RED = (1.0, 0.0, 0.0)
-BLUE = (0.0, 0.0, 1.0)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets gain nothing from a second thread, and an oversubscribed shared machine loses a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 
 def config(**options) -> CycleConfig:
     return build_config(CycleConfig, ("test", {**TINY, **options}))
-
-
-def tinted(seeds, tint: tuple[float, float, float], size: int) -> torch.Tensor:
-    """(N, 3, size, size) in [0, 1]: smooth photo-like images, 60 % image + 40 % a pure colour."""
-    colour = torch.tensor(tint).view(3, 1, 1)
-    images = [torch.from_numpy(smooth_rgb(size, size, seed=s)).permute(2, 0, 1).float() / 255 for s in seeds]
-    return torch.stack([0.6 * img + 0.4 * colour for img in images])
-
-
-class Unpaired(Dataset):
-    """Domain a and domain b from different source images; each ``a`` meets a random ``b``."""
-
-    def __init__(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        self.a, self.b = a, b
-
-    def __len__(self) -> int:
-        return len(self.a)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"a": self.a[i], "b": self.b[int(torch.randint(len(self.b), ()))]}
-
-
-def red_minus_blue(x: torch.Tensor) -> float:
-    """Mean R - B of (N, 3, H, W) images: +0.4 for the red domain, -0.4 for the blue one."""
-    return float((x[:, 0] - x[:, 2]).mean())
 
 
 def context(method: Cycle, step: int = 0) -> StepContext:
@@ -227,47 +188,6 @@ def test_sample_grid_shows_both_cycles() -> None:
     grid = grid_image(pred)  # (3, H, W)
     assert grid.shape[-2:] == (3 * 32, 6 * 32)  # real a | fake b | rec a | real b | fake a | rec b
     torch.testing.assert_close(grid[:, 32:64, 96:128], b["b"][1])  # second row, fourth column: real b
-
-
-def learn(method_cls, config_cls, *, size: int, steps: int, tmp_path, **options) -> dict[str, tuple[float, float]]:
-    """Train on red-tinted a / blue-tinted b (different source images) and measure held-out images
-    before and after: (mean R - B of g_ab(a), mean |g_ba(g_ab(a)) - a|) and the same for b."""
-    torch.manual_seed(0)
-    train_a, train_b = tinted(range(0, 16), RED, size), tinted(range(100, 116), BLUE, size)
-    test_a, test_b = tinted(range(200, 208), RED, size), tinted(range(300, 308), BLUE, size)
-    c = build_config(config_cls, ("test", {**QUIET, "image_size": size, "steps": steps, "ngf": 8, "ndf": 8,
-                                           **options}))
-    m = method_cls(c)
-
-    @torch.no_grad()
-    def measure() -> dict[str, tuple[float, float]]:
-        g_ab, g_ba = m.nets["g_ab"].eval(), m.nets["g_ba"].eval()  # as exported: eval mode
-        fake_b = (g_ab(test_a * 2 - 1) + 1) / 2
-        fake_a = (g_ba(test_b * 2 - 1) + 1) / 2
-        rec_a = (g_ba(fake_b * 2 - 1) + 1) / 2
-        rec_b = (g_ab(fake_a * 2 - 1) + 1) / 2
-        return {"ab": (red_minus_blue(fake_b), float((rec_a - test_a).abs().mean())),
-                "ba": (red_minus_blue(fake_a), float((rec_b - test_b).abs().mean()))}
-
-    start = measure()
-    loader = DataLoader(Unpaired(train_a, train_b), batch_size=c.batch_size, shuffle=True, drop_last=True)
-    fit(m, train_loader=loader, run_dir=tmp_path, device=CPU, progress=False)
-    end = measure()
-    # Colour statistics of the domains themselves (the target of each direction).
-    end["target"] = (red_minus_blue(test_b), red_minus_blue(test_a))
-    return {"start": start, "end": end}
-
-
-def check_learned(result: dict) -> None:
-    start, end = result["start"], result["end"]
-    rb_b, rb_a = end["target"]
-    assert rb_a > 0.35 and rb_b < -0.35  # the domains really differ: red vs blue
-    # g_ab(a) moved most of the way from a's colour to b's, and g_ba(b) the other way.
-    assert (rb_a - end["ab"][0]) / (rb_a - rb_b) > 0.7, end
-    assert (end["ba"][0] - rb_b) / (rb_a - rb_b) > 0.7, end
-    # Reconstructions got much closer to the inputs.
-    assert end["ab"][1] < 0.6 * start["ab"][1], (start, end)
-    assert end["ba"][1] < 0.6 * start["ba"][1], (start, end)
 
 
 @pytest.mark.slow

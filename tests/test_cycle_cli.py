@@ -16,19 +16,13 @@ from img2img.checkpoints import load_model
 from img2img.checkpoints.format import read_tensors
 from img2img.cli import cli
 from img2img.networks import registry
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 TINY = ["--image-size", "32", "--ngf", "4", "--ndf", "4", "--num-workers", "0", "--batch-size", "2",
         "--set", "log_every=1", "--set", "sample_every=2", "--set", "checkpoint_every=2", "--set", "load_size=32"]
 CYCLE_TINY = [*TINY, "--generator", "resnet", "--set", "n_blocks=2", "--set", "n_layers_d=2"]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: threads only add start-up cost on a shared machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 
 @pytest.fixture(scope="module")

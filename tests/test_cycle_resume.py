@@ -10,20 +10,14 @@ from img2img.training.config import build_config
 from img2img.training.loop import fit
 from img2img.training.methods.cycle import Cycle, CycleConfig
 from img2img.training.state import CheckpointError, checkpoint_path, load_checkpoint
-from tests.test_cycle import BLUE, QUIET, RED, Unpaired, tinted
+from tests.helpers import BLUE, QUIET, RED, Unpaired, tinted
 
 CPU = torch.device("cpu")
 # Pool of 3 with batches of 2: full after two steps, then random swaps every step.
 OPTIONS = dict(QUIET, image_size=32, generator="resnet", n_blocks=1, ngf=4, ndf=4, n_layers_d=2, batch_size=2,
                pool_size=3, steps=8, log_every=2)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 
 def make(**options) -> Cycle:

@@ -9,7 +9,7 @@ from PIL import Image as PILImage
 
 from img2img.data import bicubic_downscale, degrade_realesrgan
 from img2img.data.degrade import blur, gaussian_kernel, jpeg
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 
 def to_tensor(px: np.ndarray) -> torch.Tensor:
@@ -63,3 +63,27 @@ def test_realesrgan_degradation_is_seeded_and_sized() -> None:
     own = bicubic_downscale(hr, 4)
     other = bicubic_downscale(to_tensor(smooth_rgb(64, 64, seed=7)), 4)
     assert (a - own).abs().mean() < (a - other).abs().mean()
+
+
+def test_photo_degradation_branches() -> None:
+    from img2img.data.degrade import PhotoDegradationConfig, degrade_photo
+
+    hr = to_tensor(smooth_rgb(96, 96, seed=4))
+    own = bicubic_downscale(hr, 4)
+    # The clean share is exactly the bicubic LR.
+    clean = PhotoDegradationConfig(clean_prob=1.0)
+    assert torch.equal(degrade_photo(hr, 4, np.random.default_rng(0), clean), own)
+    # JPEG only at a fixed quality, no blur, bicubic resize: exactly jpeg(bicubic LR).
+    only_jpeg = PhotoDegradationConfig(clean_prob=0.0, branch_probs=(0, 1, 0), jpeg_range=(50, 50), blur_prob=0.0,
+                                       resize_probs=(1, 0, 0))
+    assert torch.equal(degrade_photo(hr, 4, np.random.default_rng(0), only_jpeg), jpeg(own[None], 50)[0])
+    # Noise only, Gaussian sigma 15 (8-bit units) on a mid-grey image: the residual's spread is 15/255.
+    grey = torch.full((3, 256, 256), 0.5)
+    noise = PhotoDegradationConfig(clean_prob=0.0, branch_probs=(1, 0, 0), noise_range=(15.0, 15.0), gaussian_prob=1.0,
+                                   gray_noise_prob=0.0, blur_prob=0.0, resize_probs=(1, 0, 0))
+    lr = degrade_photo(grey, 4, np.random.default_rng(0), noise)
+    assert abs(float((lr - bicubic_downscale(grey, 4)).std()) * 255 - 15) < 1.0
+    # Default recipe: seeded, sized, 8-bit.
+    a = degrade_photo(hr, 4, np.random.default_rng(3))
+    assert a.shape == (3, 24, 24) and torch.equal(a, degrade_photo(hr, 4, np.random.default_rng(3)))
+    assert torch.equal(a, torch.round(a * 255) / 255)

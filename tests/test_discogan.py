@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from img2img.training.methods.cycle import DiscoGAN, DiscoGANConfig
-from tests.test_cycle import check_learned, learn
+from tests.helpers import check_learned, learn
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets gain nothing from a second thread, and an oversubscribed shared machine loses a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 
 @pytest.mark.slow

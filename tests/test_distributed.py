@@ -23,7 +23,7 @@ from img2img.training import distributed
 from img2img.training.config import ConfigError
 from img2img.training.run import train
 from img2img.training.state import CheckpointError
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from img2img.checkpoints import save_model
 from img2img.inference import Job, RunReport
 from img2img.inference.sharding import Shard, merge, take
 from img2img.networks import registry
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 NAMES = ["e.png", "a.png", "d.png", "b.png", "c.png"]  # unsorted on purpose
 

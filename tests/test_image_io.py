@@ -22,7 +22,6 @@ import tifffile
 import torch
 from PIL import ImageCms, ImageOps
 
-from img2img import image_io
 from img2img.image_io import (
     DEFAULT_MAX_PIXELS,
     SUPPORTED_SUFFIXES,
@@ -34,7 +33,7 @@ from img2img.image_io import (
     tensor_to_pixels,
     write_image,
 )
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 # Only the header's colour-space signature matters to image_io: an sRGB profile relabelled GRAY/CMYK.
@@ -538,7 +537,7 @@ def test_truncated_jpeg_refused_even_by_a_lenient_decoder(tmp_path, monkeypatch,
     # Some OpenCV/libjpeg builds fill a cut-off JPEG with grey and report success; the check must not
     # depend on the decoder noticing.
     data = _jpeg_variants()[variant]
-    monkeypatch.setattr(image_io.cv2, "imdecode", lambda buf, flags: np.full((48, 64, 3), 128, np.uint8))
+    monkeypatch.setattr(cv2, "imdecode", lambda buf, flags: np.full((48, 64, 3), 128, np.uint8))
     (tmp_path / "whole.jpg").write_bytes(data)
     assert read_image(tmp_path / "whole.jpg").pixels.shape == (48, 64, 3)
     for keep in (len(data) // 3, len(data) * 2 // 3, len(data) - 2):
@@ -597,7 +596,7 @@ def test_bomb_is_refused_from_the_header_before_decoding(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded before the size check")
 
-    monkeypatch.setattr(image_io.cv2, "imdecode", no_decoding)
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
     with pytest.raises(ImageIOError, match="10,000,000,000 pixels"):
         read_image(tmp_path / "bomb.png")
 
@@ -647,7 +646,7 @@ def test_failed_disk_write_removes_temp_and_keeps_old_file(tmp_path, monkeypatch
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(image_io.os, "fsync", disk_full)
+    monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(ImageIOError, match="No space left"):
         write_image(path, make_image("gray"))
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["out.png"]

@@ -10,7 +10,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from img2img import metrics
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 
 def as_tensor(img: np.ndarray) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """Networks: reference parameter counts, reference state-dict keys, shapes, size checks, gradients.
 
-Reference figures are not taken from our own code: the pix2pix/CycleGAN counts come from
-/work/shared/REFERENCE_FACTS.md (measured on junyanz/pytorch-CycleGAN-and-pix2pix), the others
-are summed by hand from the papers' / BasicSR's layer lists in the tests below, and expected
-key lists are written out from the reference module order.
+Reference figures are not taken from our own code: the pix2pix/CycleGAN counts are those of the
+reference repository, junyanz/pytorch-CycleGAN-and-pix2pix (the networks of its models/networks.py
+built at default sizes, parameters counted); the others are summed by hand from the papers' /
+BasicSR's layer lists in the tests below, and expected key lists are written out from the reference
+module order.
 """
 
 from __future__ import annotations
@@ -670,6 +671,7 @@ EXPECTED_NAMES = {
     "srgan_d",
     "msrresnet",
     "rrdbnet",
+    "srvgg_compact",
 }
 
 
@@ -679,7 +681,7 @@ def test_registry_holds_exactly_the_documented_names() -> None:
     assert discriminators == {"patchgan", "pixel", "discogan_d", "srgan_d"}
     for name in EXPECTED_NAMES:
         expected_range = (
-            (0.0, 1.0) if name in {"srresnet", "srgan_d", "msrresnet", "rrdbnet"} else (-1.0, 1.0)
+            (0.0, 1.0) if name in {"srresnet", "srgan_d", "msrresnet", "rrdbnet", "srvgg_compact"} else (-1.0, 1.0)
         )
         assert get_spec(name).value_range == expected_range, name
 
@@ -696,6 +698,7 @@ SMALL_GENERATORS = {
     "srresnet": {"num_feat": 4, "num_block": 1},
     "msrresnet": {"num_feat": 4, "num_block": 1},
     "rrdbnet": {"num_feat": 4, "num_block": 1, "num_grow_ch": 2},
+    "srvgg_compact": {"num_feat": 4, "num_conv": 1},
 }
 
 
@@ -713,3 +716,38 @@ def test_generator_attributes_agree_with_a_forward_pass(name: str) -> None:
     # The smallest input the attributes promise must run and scale by exactly `scale`.
     side = max(net.min_size, net.size_multiple)
     assert run(net, 1, 1, side, 2 * side).shape == (1, 1, side * net.scale, 2 * side * net.scale)
+
+
+# --- one place per fact: defaults in the registry, the rest asked of the network -------------------
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_registry_defaults_are_the_only_defaults(name: str) -> None:
+    """Each entry names every keyword its class takes, and the class itself has no defaults that
+    could disagree (the U-Net's dropout once was False in the class and True in the registry)."""
+    spec = get_spec(name)
+    params = inspect.signature(spec.builder).parameters.values()
+    assert set(spec.defaults) == {p.name for p in params}
+    assert all(p.default is inspect.Parameter.empty for p in params), name
+
+
+def test_accepts_reads_the_class_signature() -> None:
+    from img2img.networks.registry import accepts, resolve_accepted
+
+    assert {"norm", "dropout"} <= accepts("unet_256") and {"norm", "dropout"} <= accepts("resnet_6blocks")
+    assert "norm" not in accepts("discogan_g") and "dropout" not in accepts("patchgan")
+    # The DiscoGAN generator has batch norm built in: the norm candidate is dropped, defaults filled.
+    assert resolve_accepted("discogan_g", ngf=8, norm="instance", dropout=True) == {
+        "in_channels": 3, "out_channels": 3, "ngf": 8}
+
+
+@pytest.mark.parametrize("name", ["unet_128", "resnet", "discogan_g", "rrdbnet", "patchgan", "srgan_d"])
+def test_probe_reports_the_built_networks_sizes_without_weights(name: str) -> None:
+    from img2img.networks.registry import probe
+
+    small = {**SMALL_GENERATORS.get(name, {"ndf": 4}), **({"scale": 2} if name == "rrdbnet" else {})}
+    real, meta = build(name, **small), probe(name, **small)
+    assert all(p.is_meta for p in meta.parameters())
+    for attr in ("size_multiple", "min_size", "scale"):
+        assert getattr(meta, attr, None) == getattr(real, attr, None), attr
+    assert sum(p.numel() for p in meta.parameters()) == sum(p.numel() for p in real.parameters())

@@ -67,3 +67,40 @@ def test_every_shipped_model_has_its_card_and_figures() -> None:
             mean_gain = sum(r["gain"] for r in rows) / len(rows)
             assert abs(folder["mean"]["gain"] - mean_gain) < 1e-9
             assert all(r["gain"] == r["psnr_ours"] - max(r["psnr_pil"], r["psnr_bicubic"]) for r in rows)
+        # The real-world protocol (clean / jpeg / noise, gain over PIL bicubic), per denoise strength.
+        for strength in card.get("real_world", {}).values():
+            for folder in strength["folders"].values():
+                for condition, rows in folder["per_photo"].items():
+                    assert all(r["gain"] == r["psnr_ours"] - r["psnr_bicubic_pil"] for r in rows)
+                    mean_gain = sum(r["gain"] for r in rows) / len(rows)
+                    assert abs(folder["summary"][condition]["mean_gain"] - mean_gain) < 1e-9
+                    assert folder["summary"][condition]["worst_gain"] == min(r["gain"] for r in rows)
+        if "denoise" in card:  # a declared pair: the companion ships too, with its own card
+            assert (model.parent / f"{card['denoise']['companion']}.safetensors").is_file()
+            assert 0 <= card["denoise"]["default"] <= 1
+
+
+def test_shipped_models_name_no_path_of_the_machine_that_built_them() -> None:
+    """Provenance in the safetensors metadata and the .json cards names files relative to the repo:
+    an absolute path (a build machine's run directory) means nothing on a user's machine."""
+    import json
+
+    from safetensors import safe_open
+
+    def strings(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                yield from strings(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from strings(v)
+        elif isinstance(value, str):
+            yield value
+
+    for model in sorted((ROOT / "weights").glob("*.safetensors")):
+        with safe_open(model, "pt") as f:
+            metadata = f.metadata()
+        documents = [json.loads(metadata["img2img"]), json.loads(model.with_suffix(".json").read_text())]
+        for text in (s for doc in documents for s in strings(doc)):
+            for word in text.split():
+                assert not (word.startswith(("/", "~")) or word[1:3] in (":\\", ":/")), (model.name, text)

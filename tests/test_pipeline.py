@@ -12,16 +12,10 @@ from torch import nn
 
 from img2img import image_io
 from img2img.checkpoints.descriptor import ModelDescriptor
-from img2img.inference import Engine, PipelineUsageError, plan_jobs, run_jobs
-from tests.conftest import smooth_rgb
+from img2img.inference import Engine, PipelineUsageError, plan_jobs, run_folder, run_jobs
+from tests.helpers import smooth_rgb
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: threads only add start-up cost on a shared machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 
 class Nearest(nn.Module):
@@ -229,3 +223,63 @@ def test_16_bit_gray_with_alpha_file_round_trip(tmp_path: Path) -> None:
     assert back.pixels.dtype == np.uint16 and back.pixels.shape == (18, 22, 1)
     np.testing.assert_array_equal(back.pixels, repeat(gray, 2))
     np.testing.assert_array_equal(back.alpha, np.full((18, 22), 65535, np.uint16))
+
+
+# ------------------------------------------------------------------------------- errors through futures
+
+
+def test_a_bug_in_decoding_or_encoding_comes_out_of_run_jobs(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = plan_jobs(folder, tmp_path / "out")
+    real_read, real_write = image_io.read_image, image_io.write_image
+
+    def read_fails_on_b(path, **kwargs):
+        if path.name == "b.png":
+            raise RuntimeError("decoder bug")
+        return real_read(path, **kwargs)
+
+    monkeypatch.setattr(image_io, "read_image", read_fails_on_b)
+    with pytest.raises(RuntimeError, match="decoder bug"):
+        run_jobs(Engine(nearest_model(2), tile=0), jobs)
+    monkeypatch.setattr(image_io, "read_image", real_read)
+
+    def write_fails(path, image, **kwargs):
+        raise RuntimeError("encoder bug")
+
+    monkeypatch.setattr(image_io, "write_image", write_fails)
+    with pytest.raises(RuntimeError, match="encoder bug"):
+        run_jobs(Engine(nearest_model(2), tile=0), jobs, overwrite=True)
+    monkeypatch.setattr(image_io, "write_image", real_write)
+    assert not leftovers(tmp_path / "out")
+
+
+def test_an_output_that_cannot_be_written_is_reported_and_the_rest_written(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = image_io.write_image
+
+    def refuse_a(path, image, **kwargs):
+        if path.name == "a.png":
+            raise image_io.ImageIOError(path, "disk full")
+        return real_write(path, image, **kwargs)
+
+    monkeypatch.setattr(image_io, "write_image", refuse_a)
+    out = tmp_path / "out"
+    report = run_jobs(Engine(nearest_model(2), tile=0), plan_jobs(folder, out, recursive=True))
+    assert report.failed == [(out / "a.png", "disk full")]
+    assert sorted(p.name for p in report.written) == ["b.png", "c.png"]
+
+
+def test_run_folder_passes_tile_progress_per_job(folder: Path, tmp_path: Path) -> None:
+    seen: dict[str, list[tuple[int, int]]] = {}
+    engine = Engine(nearest_model(2), tile=8, overlap=2)
+
+    def tile_progress(job, done: int, total: int) -> None:
+        seen.setdefault(job.src.name, []).append((done, total))
+
+    report = run_folder(engine, folder, tmp_path / "out", tile_progress=tile_progress)
+    assert report.ok and sorted(seen) == ["a.png", "b.png"]
+    for name, calls in seen.items():
+        height, width = image_io.read_image(folder / name).pixels.shape[:2]
+        assert calls[-1] == (engine.plan_for(height, width).count,) * 2 and len(calls) > 1

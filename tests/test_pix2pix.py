@@ -10,19 +10,11 @@ from img2img.checkpoints import load_model
 from img2img.training.config import ConfigError, build_config
 from img2img.training.loop import fit
 from img2img.training.methods.pix2pix import Pix2Pix, Pix2PixConfig
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 TINY = dict(image_size=32, ngf=8, ndf=8, tensorboard=False, sample_every=0, val_every=0, checkpoint_every=0)
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets gain nothing from intra-op threads, and on a shared 2-core machine the threads'
-    barriers make many-small-op training loops several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 
 def config(**options) -> Pix2PixConfig:

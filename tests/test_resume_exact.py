@@ -27,7 +27,7 @@ from PIL import Image
 
 from img2img.training.run import train
 from img2img.training.state import checkpoint_path, load_checkpoint
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS, EVERY = 6, 3

@@ -14,7 +14,7 @@ from PIL import Image
 
 from img2img.cli import cli
 from img2img.training.state import checkpoint_path, load_checkpoint
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 TINY = ["--image-size", "32", "--ngf", "4", "--ndf", "4", "--num-workers", "0", "--set", "load_size=32",
         "--set", "log_every=1", "--set", "sample_every=0", "--set", "val_every=0", "--set", "checkpoint_every=2",

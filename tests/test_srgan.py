@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torchvision.models import VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
@@ -48,14 +50,7 @@ def _config(tmp_path, **overrides) -> SRGANConfig:
     values.update(overrides)
     return build_config(SRGANConfig, ("test", values))
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny nets on a shared 2-core machine: one thread avoids OpenMP oversubscription (100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 
 @pytest.fixture(scope="module")
@@ -216,10 +211,24 @@ def test_phase_schedules(tmp_path, offline):
     ({"image_size": 30, "scale": 4, "pretrain_steps": 4}, "multiple of scale"),
     ({"perceptual_layer": "relu9_9"}, "relu9_9"),
     ({"gan_mode": "wgan"}, "gan_mode"),
+    ({"degradation": "jpegish"}, "degradation"),
 ])
 def test_config_errors(tmp_path, overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         _config(tmp_path, **overrides)
+
+
+def test_degradation_reaches_the_sr_dataset(tmp_path, offline):
+    from img2img.training.run import build_loaders
+
+    hr = tmp_path / "data" / "train"
+    hr.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray((np.random.default_rng(i).random((64, 64, 3)) * 255).astype(np.uint8)).save(hr / f"{i}.png")
+    for kind in ("bicubic", "photo"):
+        cfg = _config(tmp_path, data=str(tmp_path / "data"), degradation=kind, num_workers=0, pretrain_steps=4)
+        loader, _, _ = build_loaders(SRGAN(cfg), cfg)
+        assert loader.dataset.degradation == kind
 
 
 def test_zero_last_init_starts_at_the_bilinear_skip(tmp_path, offline):

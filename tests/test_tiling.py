@@ -14,7 +14,7 @@ from img2img.checkpoints.descriptor import ModelDescriptor
 from img2img.inference import Engine, InferenceError
 from img2img.inference.tiling import axis_windows, plan_axis, tiled_forward
 from img2img.networks import build
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 
 class ConvSR(nn.Module):

@@ -20,7 +20,7 @@ from img2img.checkpoints.descriptor import ModelDescriptor
 from img2img.inference import Engine
 from img2img.inference.instance_norm import Moments, region_moments
 from img2img.networks import build, init_weights
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 
 def cyclegan_like(*, ngf: int, n_blocks: int, x: torch.Tensor) -> ModelDescriptor:

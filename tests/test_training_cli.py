@@ -13,21 +13,13 @@ from PIL import Image
 
 from img2img.checkpoints import load_model
 from img2img.cli import cli
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 TINY = ["--image-size", "32", "--ngf", "8", "--ndf", "8", "--num-workers", "0",
         "--set", "log_every=1", "--set", "sample_every=2", "--set", "checkpoint_every=2", "--set", "val_every=2",
         "--set", "load_size=32"]
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets gain nothing from intra-op threads, and on a shared 2-core machine the threads'
-    barriers make many-small-op training loops several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 
 @pytest.fixture(scope="module")

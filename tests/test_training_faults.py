@@ -18,7 +18,7 @@ from PIL import Image
 
 from img2img.cli import cli
 from img2img.training.state import checkpoint_path, load_checkpoint
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--image-size", "32", "--ngf", "4", "--ndf", "4", "--num-workers", "0", "--set", "load_size=32",

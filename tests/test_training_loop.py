@@ -16,16 +16,7 @@ from img2img.training.method import Export, Method, Prediction, StepContext, set
 from img2img.training.schedules import schedule_from_config
 from img2img.training.state import CheckpointError, load_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets gain nothing from intra-op threads, and on a shared 2-core machine the threads'
-    barriers make many-small-op training loops several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
 
 class NoisyPairs(Dataset):

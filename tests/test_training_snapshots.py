@@ -13,7 +13,7 @@ from img2img.checkpoints import CheckpointError, load_model
 from img2img.cli import cli
 from img2img.training.run import train as train_api
 from img2img.training.state import checkpoint_path, load_checkpoint
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 TINY = ["--image-size", "32", "--ngf", "4", "--ndf", "4", "--num-workers", "0", "--set", "load_size=32",
         "--set", "n_layers_d=2", "--set", "val_every=0", "--set", "tensorboard=false"]

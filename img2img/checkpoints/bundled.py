@@ -5,9 +5,10 @@ Search order (first hit wins):
 1. ``$IMG2IMG_WEIGHTS_DIR`` when set;
 2. the shipped defaults: ``weights/`` inside the installed package (a wheel), or the repository's
    ``weights/`` folder next to the package (a source checkout or editable install);
-3. the user cache, ``$XDG_CACHE_HOME/img2img`` or ``~/.cache/img2img``.
+3. the user cache: ``$IMG2IMG_CACHE_DIR``, else ``$XDG_CACHE_HOME/img2img`` or ``~/.cache/img2img``.
 
-Nothing is downloaded: a name that is in none of them is an error listing what is available.
+Nothing is downloaded here: zoo names (``img2img.checkpoints.zoo``) are resolved by
+``loading.resolve_source`` after bundled ones.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from img2img.checkpoints.errors import CheckpointError
 from img2img.checkpoints.format import SUFFIX
 
 ENV_WEIGHTS_DIR = "IMG2IMG_WEIGHTS_DIR"
+ENV_CACHE_DIR = "IMG2IMG_CACHE_DIR"
 
 # The default upscalers, trained by img2img and shipped in weights/.
 DEFAULT_UPSCALERS = {4: "img2img-sr-x4", 2: "img2img-sr-x2"}
@@ -60,7 +62,11 @@ def repo_weights_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/img2img``, or ``~/.cache/img2img`` when XDG_CACHE_HOME is unset."""
+    """``$IMG2IMG_CACHE_DIR`` when set, else ``$XDG_CACHE_HOME/img2img``, or ``~/.cache/img2img``
+    when XDG_CACHE_HOME is unset. Zoo downloads go to its ``zoo/`` folder."""
+    own = os.environ.get(ENV_CACHE_DIR)
+    if own:
+        return Path(own).expanduser()
     base = os.environ.get("XDG_CACHE_HOME")
     return (Path(base) if base else Path.home() / ".cache") / "img2img"
 

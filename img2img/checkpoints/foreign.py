@@ -8,6 +8,9 @@ Supported families (see ``docs/checkpoints.md`` for file names and the exact rul
 - BasicSR / Real-ESRGAN: ``{"params_ema": ...}`` / ``{"params": ...}`` of ``RRDBNet`` and
   ``MSRResNet`` (``RealESRGAN_x4plus.pth``, ``RealESRGAN_x2plus.pth``, ``ESRGAN_SRx4_DF2KOST_official-ff704c30.pth``);
   value range [0, 1].
+- Real-ESRGAN's compact network: ``{"params": ...}`` of ``SRVGGNetCompact`` (one ``body.N`` list
+  of convs and PReLUs: ``realesr-general-x4v3.pth``, ``realesr-general-wdn-x4v3.pth``,
+  ``realesr-animevideov3.pth``); value range [0, 1].
 - original ESRGAN: the 2018 ``model.0`` / ``model.1.sub.*`` layout and the later ``RRDB_trunk``
   layout of xinntao/ESRGAN's ``RRDB_ESRGAN_x4.pth``; both are remapped to BasicSR keys.
 
@@ -20,15 +23,20 @@ wins. Files are read with ``torch.load(weights_only=True)``: a pickle that would
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import pickle
+import pickletools
 import re
+import warnings
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from img2img.checkpoints import filekind
 from img2img.checkpoints.build import build_descriptor, quote_keys
 from img2img.checkpoints.descriptor import ModelDescriptor
 from img2img.checkpoints.errors import CheckpointError
@@ -46,6 +54,21 @@ CONTAINER_KEYS = ("params_ema", "params", "state_dict")
 
 # Lines of torch's weights-only refusal that name a global/class the pickle wanted built.
 _REFUSED = re.compile(r"GLOBAL|global:|Can only build|class", re.IGNORECASE)
+
+# Globals a state-dict pickle legitimately imports (what torch's weights-only unpickler allows for
+# tensors and containers); anything else in a refused pickle is what we name in the error.
+SAFE_GLOBALS = frozenset({
+    "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_parameter_with_state", "torch.FloatStorage", "torch.HalfStorage",
+    "torch.DoubleStorage", "torch.BFloat16Storage", "torch.LongStorage", "torch.IntStorage",
+    "torch.ByteStorage", "torch.BoolStorage", "torch.storage.UntypedStorage", "torch.Size",
+    "torch.float32", "torch.float16", "torch.bfloat16", "torch._utils._rebuild_tensor",
+})  # fmt: skip
+
+# A torch ZIP checkpoint stores its records uncompressed: the declared sizes sum to about the file
+# size. Allow some room for odd writers; refuse archives that would inflate beyond it.
+MAX_ZIP_EXPANSION = 4
+ZIP_SLACK_BYTES = 1 << 20
 
 ZOO_HINT = "installing the optional zoo extra (pip install img2img[zoo]) adds spandrel's many architectures"
 
@@ -97,30 +120,97 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[StateDict, str | None
     """Load a ``.pth``/``.pt``/``.ckpt`` file with ``weights_only=True`` and unwrap it.
 
     Returns (state dict with ``module.`` prefixes stripped, the container key used or None).
-    Raises CheckpointError for a pickle that would run code, a file torch cannot read, or a file
-    that holds no tensors.
+    Raises CheckpointError for a file that is plainly something else (an image, a web page), a ZIP
+    archive whose declared sizes are absurd (checked in its central directory before torch
+    unpacks anything), a pickle that would run code, a file torch cannot read, or a file that
+    holds no tensors. Messages never pass on torch's advice to load with ``weights_only=False``.
     """
+    head = filekind.model_file_head(path)
+    if filekind.is_zip(head):
+        check_torch_zip(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it was not written with; the outcome is what matters
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # The weights-only unpickler names what it refused to build: a global (a function or class
-        # such as posix.system) means the pickle wanted to run code. Its message is long and
-        # suggests weights_only=False; keep only the line that names the global.
-        wanted = [line.strip() for line in str(e).splitlines() if _REFUSED.search(line)]
-        if wanted:
+        wanted = pickle_globals(path) - SAFE_GLOBALS
+        if wanted or _REFUSED.search(unpickler_reason(e)):
+            named = ", ".join(sorted(wanted)[:3]) or unpickler_reason(e)
             raise CheckpointError(
                 f"{path}: refused: its pickle asks for more than tensors and plain containers "
-                f"and could run code, so it is not loaded ({_one_line(Exception(wanted[0]))})"
+                f"and could run code, so it is not loaded (it wants {named}); {filekind.ACCEPTED}"
             ) from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint torch can read ({_one_line(e)})") from None
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint torch can read ({unpickler_reason(e)}); {filekind.ACCEPTED}"
+        ) from None
     except Exception as e:  # a non-checkpoint file makes the unpickler fail in many ways; name the file
         raise CheckpointError(
-            f"{path}: not a PyTorch checkpoint torch can read ({type(e).__name__}: {_one_line(e)})"
+            f"{path}: not a PyTorch checkpoint torch can read ({type(e).__name__}: {unpickler_reason(e)})"
         ) from None
     try:
         return unwrap_state_dict(obj)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
+
+
+def check_torch_zip(path: str | os.PathLike[str]) -> None:
+    """Refuse a ZIP-format checkpoint before torch unpacks it, from its central directory alone.
+
+    torch writes its records uncompressed, so the sizes the directory declares add up to about
+    the file's own size. An archive that declares far more (a compressed "ZIP bomb": a small
+    file that inflates to gigabytes in memory) or has no ``data.pkl`` record is refused.
+    """
+    size = os.path.getsize(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: a damaged ZIP archive, not a readable checkpoint ({_one_line(e)})") from None
+    if not any(e.filename == "data.pkl" or e.filename.endswith("/data.pkl") for e in entries):
+        raise CheckpointError(
+            f"{path}: is a ZIP archive without a data.pkl record, not a PyTorch checkpoint; {filekind.ACCEPTED}"
+        )
+    declared = sum(e.file_size for e in entries)
+    if declared > MAX_ZIP_EXPANSION * size + ZIP_SLACK_BYTES:
+        raise CheckpointError(
+            f"{path}: refused: its ZIP directory declares {declared / 1e6:,.1f} MB of data in a "
+            f"{size / 1e6:,.1f} MB file (torch stores checkpoints uncompressed; this looks like a ZIP bomb)"
+        )
+
+
+def pickle_globals(path: str | os.PathLike[str], limit_bytes: int = 64 << 20) -> set[str]:
+    """``module.name`` of every global the file's pickle(s) import, found without unpickling.
+
+    For a torch ZIP file, its ``data.pkl`` record (call :func:`check_torch_zip` first, which bounds
+    its size). Scans opcodes only (``pickletools``), over the consecutive pickles a legacy torch file
+    holds; stops at the first thing that is not a pickle. STACK_GLOBAL takes its names from the two
+    strings pushed before it.
+    """
+    found: set[str] = set()
+    with open(path, "rb") as f:
+        data = f.read(limit_bytes)
+    if filekind.is_zip(data):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
+                data = archive.read(name)[:limit_bytes]
+        except (zipfile.BadZipFile, StopIteration, OSError, ValueError):
+            return found
+    stream = io.BytesIO(data)
+    while stream.tell() < len(data):
+        strings: list[str] = []
+        try:
+            for opcode, arg, _ in pickletools.genops(stream):
+                if opcode.name == "GLOBAL" and isinstance(arg, str):
+                    found.add(arg.replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.add(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+        except (ValueError, EOFError, pickle.UnpicklingError, UnicodeDecodeError):
+            break
+    return found
 
 
 def unwrap_state_dict(obj: Any) -> tuple[StateDict, str | None]:
@@ -478,6 +568,56 @@ def load_basicsr_msrresnet(state: StateDict, hints: Hints) -> Recognised:
 
 
 # --------------------------------------------------------------------------------------------
+# Real-ESRGAN SRVGGNetCompact
+
+
+_SRVGG_FAMILY = ("srvgg_compact",)
+_SRVGG_KEY = re.compile(r"body\.(\d+)\.(weight|bias)$")
+
+
+def detect_srvgg_compact(shapes: Shapes) -> bool:
+    # Only body.N keys, a 4-d conv at body.0 and a 1-d PReLU slope vector at body.1.
+    return (
+        len(shapes.get("body.0.weight", ())) == 4
+        and len(shapes.get("body.1.weight", ())) == 1
+        and all(_SRVGG_KEY.match(k) for k in shapes)
+    )
+
+
+def infer_srvgg_compact(shapes: Shapes) -> dict[str, Any]:
+    """SRVGGNetCompact kwargs: num_feat and in_channels from ``body.0``; the last index L gives
+    num_conv = (L - 2) / 2; the last conv makes out_channels * scale**2 channels, and out_channels
+    equals in_channels (the network adds its upsampled input), so scale = sqrt(that / in_channels)."""
+    num_feat, in_channels = shapes["body.0.weight"][:2]
+    last = _consecutive(_indices(shapes, r"body\.(\d+)\."), 0, "body layer") - 1
+    if last < 2 or last % 2:
+        raise CheckpointError(f"SRVGGNetCompact body ends at index {last}: expected an even index >= 2")
+    for i in range(0, last + 1):
+        want = 4 if i % 2 == 0 else 1  # convs at even indices, PReLU slopes at odd ones
+        if len(shapes.get(f"body.{i}.weight", ())) != want:
+            raise CheckpointError(f"body.{i}.weight should be {'a conv' if want == 4 else 'a PReLU slope vector'}")
+    made = shapes[f"body.{last}.weight"][0]
+    scale = round((made / in_channels) ** 0.5)
+    if scale < 1 or scale * scale * in_channels != made:
+        raise CheckpointError(f"the last conv makes {made} channels: not {in_channels} x scale**2")
+    return {
+        "in_channels": in_channels,
+        "out_channels": in_channels,
+        "scale": scale,
+        "num_feat": num_feat,
+        "num_conv": (last - 2) // 2,
+    }
+
+
+def load_srvgg_compact(state: StateDict, hints: Hints) -> Recognised:
+    arch = _check_hint_arch(hints, _SRVGG_FAMILY, "srvgg_compact")
+    kwargs = infer_srvgg_compact(shapes_of(state))
+    if hints.scale is not None and hints.scale != kwargs["scale"]:
+        raise CheckpointError(f"scale {hints.scale} given, but the file's SRVGGNetCompact upscales x{kwargs['scale']}")
+    return Recognised(arch, kwargs, UNIT, state)
+
+
+# --------------------------------------------------------------------------------------------
 # The ordered list. More specific signatures first: the ESRGAN layouts before BasicSR's.
 
 
@@ -497,6 +637,10 @@ FOREIGN_FORMATS: tuple[ForeignFormat, ...] = (
     ForeignFormat(
         "basicsr-msrresnet", "BasicSR MSRResNet", "body.0.conv1.weight + upconv1.weight",
         _MSRRESNET_FAMILY, detect_basicsr_msrresnet, load_basicsr_msrresnet,
+    ),
+    ForeignFormat(
+        "realesrgan-srvgg", "Real-ESRGAN SRVGGNetCompact", "body.0.weight + body.1.weight (PReLU)",
+        _SRVGG_FAMILY, detect_srvgg_compact, load_srvgg_compact,
     ),
     ForeignFormat(
         "junyanz-resnet", "pix2pix/CycleGAN ResnetGenerator", "model.10.conv_block.1.weight",
@@ -648,3 +792,13 @@ def _has_spandrel() -> bool:
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())[:300]
+
+
+def unpickler_reason(e: BaseException) -> str:
+    """torch's unpickling error without its advice (it suggests ``weights_only=False``, which would
+    run whatever the file asks): the specific line after "WeightsUnpickler error:" when present."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln]
+    return _one_line(Exception(lines[0])) if lines else type(e).__name__

@@ -17,7 +17,9 @@ foreign detectors by :mod:`img2img.checkpoints.loading`.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +40,10 @@ METADATA_KEY = "img2img"
 FORMAT_NAME = "img2img-model"
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
+
+# Upper bound for the integer fields (scale, channels, size_multiple, min_size): far above any real
+# model, low enough that arithmetic on them stays small.
+_MAX_FIELD = 1 << 16
 
 # Fields every document must carry; provenance is optional.
 _REQUIRED = (
@@ -74,7 +80,8 @@ def save_model(
         provenance: merged over the descriptor's provenance (e.g. ``command``, ``data``, ``step``).
 
     Raises CheckpointError when the architecture is not in the registry (the file could not be
-    rebuilt from its metadata) or when ``arch(**kwargs)`` would not have the network's tensors.
+    rebuilt from its metadata) or when ``arch(**kwargs)`` would not have the network's tensors;
+    OSError when the file cannot be written (no temporary file is left behind).
     """
     path = Path(path)
     if path.suffix != SUFFIX:
@@ -105,6 +112,12 @@ def save_model(
             metadata={"format": "pt", METADATA_KEY: json.dumps(document)},
         )
         os.replace(tmp_name, path)
+    except SafetensorError as e:
+        # the writer's I/O errors (disk full, file size limit) arrive wrapped: give callers the one
+        # type they handle for a failed write, OSError, and leave no partial file
+        Path(tmp_name).unlink(missing_ok=True)
+        code = re.search(r"os error (\d+)", str(e))
+        raise (OSError(int(code[1]), os.strerror(int(code[1]))) if code else OSError(_one_line(e))) from None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
@@ -152,6 +165,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
         document = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: its {METADATA_KEY!r} metadata is not valid JSON ({e})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: its {METADATA_KEY!r} metadata is nested too deeply to be ours") from None
     if not isinstance(document, dict):
         raise CheckpointError(f"{path}: its {METADATA_KEY!r} metadata is not a JSON object")
     version = document.get("format_version")
@@ -165,7 +180,47 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     missing = [k for k in _REQUIRED if k not in document]
     if missing:
         raise CheckpointError(f"{path}: its metadata lacks {', '.join(missing)}")
+    problem = document_problem(document)
+    if problem:
+        raise CheckpointError(f"{path}: its metadata is invalid: {problem}")
     return document
+
+
+def document_problem(document: Mapping[str, Any]) -> str | None:
+    """What is wrong with the fields of a metadata document (types and ranges), or None.
+
+    Checked before anything is built from it: a wrong type here would otherwise surface as a
+    traceback deep in a builder, and a reversed or NaN value range as silently wrong images.
+    """
+    if not isinstance(document["arch"], str) or not document["arch"]:
+        return f"arch must be a registry name, not {document['arch']!r}"
+    if not isinstance(document["kwargs"], dict):
+        return f"kwargs must be a JSON object, not {type(document['kwargs']).__name__}"
+    for name in ("scale", "in_channels", "out_channels", "size_multiple", "min_size"):
+        value = document[name]
+        if not _is_int(value) or not 1 <= value <= _MAX_FIELD:
+            return f"{name} must be an integer from 1 to {_MAX_FIELD}, not {value!r}"
+    value_range = document["value_range"]
+    if (
+        not isinstance(value_range, list)
+        or len(value_range) != 2
+        or not all(_is_number(v) and math.isfinite(v) for v in value_range)
+        or not value_range[0] < value_range[1]
+    ):
+        return f"value_range must be [low, high] with finite low < high, not {value_range!r}"
+    if not isinstance(document.get("instance_norm", False), bool):
+        return f"instance_norm must be true or false, not {document['instance_norm']!r}"
+    if not isinstance(document.get("provenance") or {}, dict):
+        return f"provenance must be a JSON object, not {type(document['provenance']).__name__}"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def read_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

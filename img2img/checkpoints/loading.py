@@ -9,7 +9,10 @@ A source resolves to one file, and the file to one :class:`ModelDescriptor`:
 - an existing file: ``.safetensors`` with our metadata, a third-party ``.safetensors``, one of our
   training checkpoints (``RUN_DIR/checkpoints/last.pt``: its generator, EMA copy when kept), or
   another torch file (read with ``weights_only=True``);
-- otherwise a bundled name (see :mod:`img2img.checkpoints.bundled`).
+- otherwise a bundled name (see :mod:`img2img.checkpoints.bundled`), else a zoo name (see
+  :mod:`img2img.checkpoints.zoo`): its verified file in the cache, downloaded on first use (announced
+  on stderr). A missing ``RealESRGAN_x2plus.pth`` (a zoo file name) resolves to the cached zoo file
+  when it has been fetched (``img2img weights get``), and otherwise says how to fetch it.
 
 The network comes back in eval mode: dropout off and BatchNorm using its stored statistics, so
 results are deterministic. (The pix2pix reference keeps both live at test time unless ``--eval``.)
@@ -26,12 +29,22 @@ from typing import Any
 
 import torch
 
+from img2img.checkpoints import filekind
 from img2img.checkpoints.build import build_descriptor
 from img2img.checkpoints.bundled import find_bundled, looks_like_name
+from img2img.checkpoints.denoise import blend, resolve_strength
 from img2img.checkpoints.descriptor import ModelDescriptor
+from img2img.checkpoints.download import cached_path, ensure_zoo_file, is_cached
 from img2img.checkpoints.errors import CheckpointError
-from img2img.checkpoints.foreign import Hints, load_foreign_file, load_foreign_state
+from img2img.checkpoints.foreign import (
+    Hints,
+    check_torch_zip,
+    load_foreign_file,
+    load_foreign_state,
+    unpickler_reason,
+)
 from img2img.checkpoints.format import SUFFIX, load_ours, read_metadata, read_tensors, save_model
+from img2img.checkpoints.zoo import find_zoo, find_zoo_by_file
 
 DIRECTIONS = ("AtoB", "BtoA")
 
@@ -50,6 +63,7 @@ def load_model(
     scale: int | None = None,
     direction: str | None = None,
     device: str | torch.device = "cpu",
+    denoise: float | str | None = None,
 ) -> ModelDescriptor:
     """Load a generator and describe it.
 
@@ -62,6 +76,11 @@ def load_model(
         direction: ``"AtoB"`` (default) or ``"BtoA"``: which generator of a two-generator source;
             ``"BtoA"`` on a single-generator source is an error.
         device: where the network is moved.
+        denoise: None loads the file as it is; a strength in [0, 1] blends the model's weights with
+            the real-world companion its card declares (0: this model, 1: the companion, exactly;
+            an error when the card declares none); ``"default"`` uses the card's default strength,
+            or the model as it is when it has no companion (what ``img2img upscale`` does).
+            See :mod:`img2img.checkpoints.denoise`.
 
     Returns a descriptor whose ``net`` is in eval mode on ``device``; calling it on a float tensor
     (B, in_channels, H, W) in ``value_range`` returns the network's output.
@@ -70,6 +89,9 @@ def load_model(
     """
     path = resolve_source(source, direction=direction)
     desc = load_file(path, arch=arch, scale=scale, direction=direction)
+    if denoise is not None and (chosen := resolve_strength(path, denoise)) is not None:
+        strength, pair = chosen
+        desc = blend(desc, load_file(pair.companion), strength, companion=pair.companion.stem)
     desc.net.eval()
     return desc.to(device)
 
@@ -87,7 +109,9 @@ def load_file(
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     hints = Hints(arch=arch, scale=scale)
-    if path.suffix.lower() == SUFFIX:
+    head = filekind.model_file_head(path)
+    # The content decides, not the name: a safetensors file saved as .pth loads as what it is.
+    if path.suffix.lower() == SUFFIX or filekind.is_safetensors(head):
         document = read_metadata(path)
         if document is not None:
             desc = load_ours(path, document)
@@ -132,10 +156,13 @@ def is_training_checkpoint(path: Path) -> bool:
 def load_training_checkpoint(path: Path, *, direction: str | None = None) -> ModelDescriptor:
     """The generator a training checkpoint holds: the EMA copy when the run kept one, as the
     run's exported model; ``direction`` picks ``g_ab`` (AtoB) or ``g_ba`` (BtoA) of a cycle run."""
+    check_torch_zip(path)  # declared sizes against the file's, before torch unpacks anything
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # a damaged file fails in several ways; name the file
-        raise CheckpointError(f"{path}: cannot read training checkpoint ({type(e).__name__}: {e})") from None
+    except Exception as e:  # a damaged file fails in several ways; name the file (never torch's advice)
+        raise CheckpointError(
+            f"{path}: cannot read training checkpoint ({type(e).__name__}: {unpickler_reason(e)})"
+        ) from None
     if not isinstance(payload, dict) or any(k not in payload for k in TRAINING_KEYS):
         raise CheckpointError(f"{path}: not an img2img training checkpoint (expected keys {', '.join(TRAINING_KEYS)})")
     exports = payload.get("exports")
@@ -175,11 +202,31 @@ def resolve_source(source: str | os.PathLike[str], *, direction: str | None = No
             _check_single(path, direction, "is one model file")
         return path
     text = os.fspath(source)
-    if looks_like_name(text) and path.suffix.lower() not in (".pth", ".pt", ".ckpt"):
-        found = find_bundled(text)
-        _check_single(found, direction, "is one bundled model")
+    if not looks_like_name(text):
+        raise CheckpointError(f"{source}: no such file or directory")
+    if path.suffix.lower() in (".pth", ".pt", ".ckpt"):
+        model = find_zoo_by_file(text)
+        if model is None:
+            raise CheckpointError(f"{source}: no such file or directory")
+        if not is_cached(model):
+            raise CheckpointError(
+                f"{source}: no such file; it is the zoo model {model.name}: `img2img weights get {model.name}` "
+                f"downloads and verifies it (or pass the name, {model.name}, which downloads on first use)"
+            )
+        found = ensure_zoo_file(model.name)  # verified again: it may have been replaced by hand
+        _check_single(found, direction, "is one zoo model")
         return found
-    raise CheckpointError(f"{source}: no such file or directory")
+    try:
+        found = find_bundled(text)
+    except CheckpointError as e:
+        model = find_zoo(text)
+        if model is None:
+            raise CheckpointError(f"{e}; published models: img2img weights list --available") from None
+        found = ensure_zoo_file(model.name)
+        _check_single(found, direction, f"is one zoo model ({cached_path(model).name})")
+        return found
+    _check_single(found, direction, "is one bundled model")
+    return found
 
 
 def resolve_run_dir(run_dir: Path, *, direction: str | None = None) -> Path:

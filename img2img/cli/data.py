@@ -67,7 +67,7 @@ def split(ab_dir: str, out_dir: str, prefix: str, ext: str | None) -> None:
 @click.option("--scale", type=click.IntRange(1, 16), required=True, help="Downscale factor.")
 @click.option(
     "--degradation",
-    type=click.Choice(["bicubic", "realesrgan"]),
+    type=click.Choice(["bicubic", "realesrgan", "photo"]),
     default="bicubic",
     show_default=True,
     help="bicubic (antialiased) or the Real-ESRGAN-style blur/resize/noise/JPEG pipeline.",

@@ -135,10 +135,19 @@ def translate(model: str, direction: str | None, arch: str | None, scale: int | 
     help="Upscaling factor: picks the bundled default model [4], or settles an ambiguous foreign file.",
 )
 @click.option("--arch", default=None, help="Architecture of a foreign file whose layout is ambiguous.")
-def upscale(model: str | None, scale: int | None, arch: str | None, **options: Any) -> None:
+@click.option(
+    "--denoise",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Denoise strength 0..1: blend the model with the real-world companion its card declares "
+    "(0: clean-trained, 1: trained on noise/JPEG/blur) [default: the card's value; none for other models].",
+)
+def upscale(model: str | None, scale: int | None, arch: str | None, denoise: float | None, **options: Any) -> None:
     """Upscale images SRC -> DST with a super-resolution model (any size, tiled, seamless).
 
     SRC is an image file, a directory or a quoted glob; DST a directory, or a file when SRC is one file.
+    The default model is PSNR-oriented: it restores edges and removes noise and JPEG artefacts at the
+    card's denoise strength; it does not invent texture (docs/inference.md).
     """
     if model is None:
         from img2img.checkpoints import default_upscaler_name
@@ -147,7 +156,8 @@ def upscale(model: str | None, scale: int | None, arch: str | None, **options: A
             model = default_upscaler_name(4 if scale is None else scale)
         except ValueError as err:
             fail(str(err))
-    _run(model=model, arch=arch, scale=scale, direction=None, **options)
+    _run(model=model, arch=arch, scale=scale, direction=None, denoise="default" if denoise is None else denoise,
+         **options)
 
 
 def _run(
@@ -156,6 +166,7 @@ def _run(
     arch: str | None,
     scale: int | None,
     direction: str | None,
+    denoise: float | str | None = None,
     src: str,
     dst: Path,
     tile: int | str,
@@ -187,7 +198,9 @@ def _run(
         try:
             jobs = sharding.take(plan_jobs(src, dst, recursive=recursive, suffix=suffix, fmt=fmt), shard)
             device = sharding.device_for(settings.device, shard)
-            descriptor = load_model(model, arch=arch, scale=scale, direction=direction, device=device)
+            descriptor = load_model(
+                model, arch=arch, scale=scale, direction=direction, device=device, denoise=denoise
+            )
             engine = Engine(
                 descriptor,
                 tile=tile,

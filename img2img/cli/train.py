@@ -1,22 +1,22 @@
-"""`img2img train {pix2pix,cyclegan,discogan,srgan}`: one subcommand per method, shared options.
+"""`img2img train <method>`: one subcommand per entry of the ``METHODS`` table, generated from it.
 
-Adding a method's subcommand takes a few lines::
-
-    @train.command("srgan")
-    @common_options
-    @click.option("--scale", type=int, help="...")
-    def srgan(**options): run_method("srgan", options)
-
-Every option maps to the config key of the same name (dashes -> underscores); only options
-given on the command line override the config file. ``--set KEY=VALUE`` reaches any other key.
+Nothing here names a method. A subcommand's flags come from the method's config dataclass
+(``img2img/training/config.py``): every field declared with ``option(help=...)`` becomes
+``--name-with-dashes`` with the field's type, its choices, its help and its default shown; the
+command's text is the method class's docstring. Three flags are not config
+keys: ``--config FILE.yaml``, ``--resume`` and ``--set KEY=VALUE`` (which reaches any key). Only
+flags given on the command line override the config file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
+import typing
 import warnings
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
@@ -24,41 +24,100 @@ import yaml
 from img2img import torchrun
 from img2img.cli.common import EXIT_SOME_FAILED, EXIT_USAGE, fail, get_context
 
+if TYPE_CHECKING:
+    from img2img.training.method import Method
+
 # Options that are not config keys.
 _NOT_CONFIG = ("config_file", "resume", "set_options")
+_CLICK_TYPES: dict[Any, click.ParamType] = {int: click.INT, float: click.FLOAT, str: click.STRING}
 
 
-def common_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The options every ``train`` subcommand shares."""
-    decorators = [
-        click.option("--data", type=click.Path(file_okay=False), help="Dataset root (see docs/data.md)."),
-        click.option("--out", type=click.Path(file_okay=False), help="Run directory: checkpoints, model, logs."),
-        click.option("--config", "config_file", type=click.Path(dir_okay=False),
+def _methods() -> dict[str, type[Method]]:
+    from img2img.training.methods import METHODS
+
+    return METHODS
+
+
+class MethodGroup(click.Group):
+    """The ``train`` group: its subcommands are read from ``METHODS`` when asked for, so a new
+    table entry is a new subcommand and importing the CLI does not import the training stack."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_methods())
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        method_cls = _methods().get(cmd_name)
+        return None if method_cls is None else method_command(cmd_name, method_cls)
+
+
+def method_command(name: str, method_cls: type[Method]) -> click.Command:
+    """The click command of ``method_cls``: its config's flags, then --config, --resume, --set."""
+    from img2img.training.config import field_metadata
+
+    config_cls = method_cls.config_class
+    hints = typing.get_type_hints(config_cls)
+    params: list[click.Parameter] = []
+    for f in dataclasses.fields(config_cls):
+        meta = field_metadata(config_cls, f.name)
+        if meta.get("help"):
+            params.append(_config_option(f.name, hints[f.name], f.default, meta))
+    params += [
+        click.Option(["--config", "config_file"], type=click.Path(dir_okay=False),
                      help="YAML file of options (every config key); flags given here override it."),
-        click.option("--steps", type=int, help="Optimiser steps in total."),
-        click.option("--epochs", type=int, help="Passes over the training set (when --steps is not given)."),
-        click.option("--batch-size", type=int, help="Images per batch."),
-        click.option("--image-size", type=int, help="Training crop side in pixels."),
-        click.option("--seed", type=int, help="Random seed (CPU runs repeat exactly)."),
-        click.option("--device", "device", type=str, default=None,
-                     help="auto, cpu, cuda, cuda:N or mps (default: the global --device)."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-                     help="Mixed precision on GPUs (auto: bf16, else fp16; fp32 on CPU)."),
-        click.option("--ema-decay", type=float, help="EMA of the generator weights, e.g. 0.999 (0: off)."),
-        click.option("--num-workers", type=int, help="Data loader worker processes."),
-        click.option("--save-every", type=int, help="Also export a numbered model snapshot every N steps "
-                     "(RUN_DIR/snapshots/step_NNNNNN.safetensors, each usable as --model); 0: off."),
-        click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
-        click.option("--set", "set_options", multiple=True, metavar="KEY=VALUE",
+        click.Option(["--resume"], is_flag=True, help="Continue the run in --out exactly where it stopped."),
+        click.Option(["--set", "set_options"], multiple=True, metavar="KEY=VALUE",
                      help="Set any config key (YAML value), e.g. --set lr_schedule=cosine. Repeatable."),
     ]
-    for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
+    text = _click_text(method_cls.__doc__ or name)
+
+    def callback(**options: Any) -> None:
+        run_method(name, options, upscaler=method_cls.dataset_kind == "sr")
+
+    # The first paragraph as it is: click's own short help stops at the first ". " ("et al. 2017").
+    short = " ".join(text.split("\n\n")[0].split())
+    return click.Command(name, params=params, callback=callback, help=text, short_help=short)
 
 
-def run_method(method: str, options: dict[str, Any]) -> None:
-    """Turn parsed options into config overrides, train, and map errors to exit codes."""
+def _click_text(doc: str) -> str:
+    """A method's docstring as click help: indented lines (examples) keep their line breaks."""
+    out: list[str] = []
+    for line in inspect.cleandoc(doc).splitlines():
+        if line.startswith(" ") and (not out or not out[-1].startswith(" ")):
+            out += ["", "\b"]  # click: the indented block that follows is shown as written
+        out.append(line)
+    return "\n".join(out)
+
+
+def _config_option(name: str, hint: Any, default: Any, meta: dict[str, Any]) -> click.Option:
+    """``--name`` for config field ``name``: click default None, so an absent flag overrides nothing."""
+    help_text = meta["help"]
+    if meta.get("show_default", True) and default not in ("", None):
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        help_text = f"{help_text}  [default: {shown}]"
+    decls = [f"--{name.replace('_', '-')}", name]
+    if hint is bool:
+        return click.Option([f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}", name], default=None,
+                            help=help_text)
+    if hint not in _CLICK_TYPES:
+        raise TypeError(f"config field {name!r} ({hint}) cannot be a command-line flag; leave it to --set")
+    callback = None
+    if meta.get("choices"):
+        kind: click.ParamType = click.Choice([str(c) for c in meta["choices"]])
+        if hint is not str:  # click compares text; the config wants the field's type
+            def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+                return None if value is None else hint(value)
+    elif meta.get("path"):
+        kind = click.Path(file_okay=meta["path"] != "dir", dir_okay=meta["path"] != "file")
+    else:
+        kind = _CLICK_TYPES[hint]
+    return click.Option(decls, type=kind, default=None, callback=callback, help=help_text)
+
+
+def run_method(method: str, options: dict[str, Any], *, upscaler: bool = False) -> None:
+    """Turn parsed options into config overrides, train, and map errors to exit codes.
+
+    ``upscaler``: the run's model is used with ``img2img upscale`` (else ``translate``).
+    """
     from img2img.data import DataError
     from img2img.image_io import ImageIOError
     from img2img.training.config import ConfigError
@@ -96,7 +155,7 @@ def run_method(method: str, options: dict[str, Any]) -> None:
     if ctx.verbosity > 0 and (rank is None or rank.is_main):  # under torchrun: rank 0 reports
         losses = ", ".join(f"{k} {v:.4g}" for k, v in result.losses.items())
         click.echo(f"trained {result.step}/{result.total_steps} steps; {losses}")
-        command = "upscale" if method == "srgan" else "translate"
+        command = "upscale" if upscaler else "translate"
         click.echo(f"model: {result.run_dir} (use: img2img {command} SRC DST --model {result.run_dir})")
 
 
@@ -121,7 +180,7 @@ def _one_line_bad_image_warnings() -> Iterator[None]:
         warnings.formatwarning = previous
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=MethodGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def train() -> None:
     """Train a model on your own data (one subcommand per method).
 
@@ -130,100 +189,3 @@ def train() -> None:
       img2img train pix2pix --data datasets/facades --out runs/facades --steps 40000
       img2img train pix2pix --out runs/facades --resume
     """
-
-
-@train.command("pix2pix")
-@common_options
-@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), help="Learn a -> b (AtoB) or b -> a.")
-@click.option("--ngf", type=int, help="Generator width (64 in the paper; e.g. 16 for a CPU).")
-@click.option("--ndf", type=int, help="Discriminator width (64 in the paper).")
-@click.option("--num-downs", type=int, help="U-Net depth (default: follows --image-size).")
-@click.option("--lr", type=float, help="Adam learning rate for both networks (2e-4).")
-@click.option("--gan-loss", type=click.Choice(["vanilla", "lsgan", "hinge", "wgan-gp"]), help="GAN objective.")
-@click.option("--l1-weight", type=float, help="Weight of the L1 term (100).")
-def pix2pix(**options: Any) -> None:
-    """Pix2Pix: U-Net + conditional PatchGAN on paired images (A/B folders or side-by-side AB)."""
-    run_method("pix2pix", options)
-
-
-@train.command("srgan")
-@common_options
-@click.option("--scale", type=click.Choice(["2", "3", "4"]), callback=lambda c, p, v: None if v is None else int(v),
-              help="Upscaling factor (rrdbnet: 2 or 4).")
-@click.option("--arch", type=click.Choice(["srresnet", "msrresnet", "rrdbnet"]),
-              help="Generator: srresnet (paper, BN), msrresnet (BasicSR, no BN) or rrdbnet (ESRGAN).")
-@click.option("--num-feat", type=int, help="Generator width (64 in the paper).")
-@click.option("--num-block", type=int, help="Generator residual blocks (0: the architecture's default).")
-@click.option("--pretrain-steps", type=int, help="Phase 1 steps (pixel loss only); the rest is phase 2 (GAN).")
-@click.option("--pixel-loss", type=click.Choice(["l2", "l1", "charbonnier"]), help="Pixel loss (l2 = MSE).")
-@click.option("--pixel-weight", type=float, help="Weight of the pixel loss in phase 2 (0).")
-@click.option("--perceptual", type=click.Choice(["vgg", "none"]), help="Phase 2 content loss on VGG19 features.")
-@click.option("--perceptual-layer", type=str, help="VGG19 layer of the content loss (relu5_4 = VGG54).")
-@click.option("--perceptual-weight", type=float, help="Weight of the content loss (0.006).")
-@click.option("--vgg-weights", type=click.Path(dir_okay=False), help="Local torchvision vgg19 state dict (.pth).")
-@click.option("--gan-mode", type=click.Choice(["vanilla", "ragan"]), help="Adversarial loss (ragan: ESRGAN).")
-@click.option("--adv-weight", type=float, help="Weight of the adversarial loss (1e-3).")
-@click.option("--lr-g", type=float, help="Generator Adam learning rate (1e-4).")
-@click.option("--lr-d", type=float, help="Discriminator Adam learning rate (1e-4).")
-@click.option("--init-from", type=str,
-              help="Start the generator from this model (run dir, .safetensors or reference .pth), e.g. the "
-                   "SRResNet for phase 2 or a run to fine-tune; same architecture and sizes.")
-@click.option("--val-data", type=click.Path(file_okay=False), help="Held-out HR folder for validation PSNR/SSIM.")
-@click.option("--val-every", type=int, help="Validate every N steps (PSNR/SSIM on Y, border crop = scale).")
-def srgan(**options: Any) -> None:
-    """SRGAN / SRResNet super-resolution from a folder of HR images (LR made by bicubic downscaling).
-
-    \b
-    Example (PSNR model only, then GAN fine-tuning):
-      img2img train srgan --data photos --out runs/sr --scale 4 --steps 20000 --pretrain-steps 20000
-      img2img train srgan --data photos --out runs/srgan --scale 4 --steps 40000 --pretrain-steps 20000
-    """
-    run_method("srgan", options)
-
-
-def cycle_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options of the cycle methods (cyclegan and its discogan preset: same keys, other defaults)."""
-    decorators = [
-        click.option("--generator", type=click.Choice(["resnet_9blocks", "resnet_6blocks", "resnet", "unet_128",
-                                                       "unet_256", "discogan_g"]), help="Generator architecture."),
-        click.option("--ngf", type=int, help="Generator width (64 in the papers; e.g. 16 for a CPU)."),
-        click.option("--ndf", type=int, help="Discriminator width (64 in the papers)."),
-        click.option("--lr", type=float, help="Adam learning rate for generators and discriminators (2e-4)."),
-        click.option("--gan-loss", type=click.Choice(["lsgan", "vanilla", "hinge", "wgan-gp"]), help="GAN objective."),
-        click.option("--lambda-cycle", type=float, help="Weight of each cycle-consistency term."),
-        click.option("--lambda-identity", type=float, help="Identity term weight relative to --lambda-cycle (0: off)."),
-        click.option("--pool-size", type=int, help="Fakes kept in each discriminator's history pool (0: off)."),
-    ]
-    for decorator in reversed(decorators):
-        func = decorator(func)
-    return func
-
-
-@train.command("cyclegan")
-@common_options
-@cycle_options
-def cyclegan(**options: Any) -> None:
-    """CycleGAN: two ResNet generators + two PatchGANs on unpaired folders (trainA/, trainB/).
-
-    \b
-    Defaults as Zhu et al. 2017: resnet_9blocks, instance norm, LSGAN, --lambda-cycle 10,
-    --lambda-identity 0.5, --pool-size 50, learning rate constant then linear decay to 0.
-    Exports RUN_DIR/g_ab.safetensors and g_ba.safetensors:
-      img2img train cyclegan --data datasets/horse2zebra --out runs/h2z --epochs 200
-      img2img translate horses/ zebras/ --model runs/h2z --direction AtoB
-    """
-    run_method("cyclegan", options)
-
-
-@train.command("discogan")
-@common_options
-@cycle_options
-def discogan(**options: Any) -> None:
-    """DiscoGAN: the cycle method with Kim et al. 2017's networks and losses (a preset of cyclegan).
-
-    \b
-    Defaults: discogan_g / discogan_d (batch norm), 64-px images, batch 64, BCE GAN loss,
-    squared-error reconstruction of weight 1 on both sides, no identity loss, no pool.
-      img2img train discogan --data datasets/edges2shoes_unpaired --out runs/e2s --steps 20000
-    """
-    run_method("discogan", options)

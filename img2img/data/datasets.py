@@ -33,7 +33,6 @@ from img2img.data.loader import SampleKey
 from img2img.image_io import ImageIOError, pixels_to_tensor, read_image
 
 KINDS = ("paired", "unpaired", "sr")
-DIRECTIONS = ("AtoB", "BtoA")
 T = TypeVar("T")
 
 
@@ -113,7 +112,8 @@ class PairedDataset(ImageDataset):
     """Aligned pairs: ``root/split/*`` (A|B side by side) or ``root/{split}A`` + ``root/{split}B`` by stem.
 
     A side-by-side image of width w gives A = columns [0, w//2), B = [w//2, 2*(w//2)). Both images
-    of a pair get the same resize and crop (and CPU ops). ``direction="BtoA"`` swaps a and b.
+    of a pair get the same resize and crop (and CPU ops). Which side is the input is the
+    training method's choice (pix2pix ``direction``), not the dataset's.
     """
 
     def __init__(
@@ -123,7 +123,6 @@ class PairedDataset(ImageDataset):
         split: str = "train",
         train: bool = True,
         spec: CropSpec,
-        direction: str = "AtoB",
         channels_a: int | None = 3,
         channels_b: int | None = 3,
         cpu_augment: Sequence[str] = (),
@@ -133,9 +132,6 @@ class PairedDataset(ImageDataset):
     ) -> None:
         root = Path(root)
         super().__init__(root, seed=seed, train=train, max_pixels=max_pixels)
-        if direction not in DIRECTIONS:
-            raise DataError(f"unknown direction '{direction}'; choose AtoB or BtoA")
-        self.direction = direction
         self.channels = (channels_a, channels_b)
         ab_dir, a_dir, b_dir = root / split, root / f"{split}A", root / f"{split}B"
         if ab_dir.is_dir():
@@ -180,10 +176,7 @@ class PairedDataset(ImageDataset):
         index, rng = self._rng(key)
         a, b, pa, pb = self.items.first_good(index, self._load_pair)
         a, b = self.stage([a, b], rng, self.train)
-        sample = {"a": self._tensor(a), "b": self._tensor(b), "path_a": pa, "path_b": pb}
-        if self.direction == "BtoA":
-            sample = {"a": sample["b"], "b": sample["a"], "path_a": pb, "path_b": pa}
-        return sample
+        return {"a": self._tensor(a), "b": self._tensor(b), "path_a": pa, "path_b": pb}
 
 
 class UnpairedDataset(ImageDataset):
@@ -379,7 +372,6 @@ def build_dataset(
     train: bool | None = None,
     image_size: int,
     scale: int = 4,
-    direction: str = "AtoB",
     preprocess: str | None = None,
     load_size: int | None = None,
     small: str = "pad",
@@ -420,7 +412,7 @@ def build_dataset(
         max_pixels=max_pixels,
     )
     if kind == "paired":
-        return PairedDataset(root, direction=direction, channels_a=ca, channels_b=cb, **common)
+        return PairedDataset(root, channels_a=ca, channels_b=cb, **common)
     if kind == "unpaired":
         return UnpairedDataset(root, channels_a=ca, channels_b=cb, **common)
     return SRDataset(root, scale=scale, degradation=degradation, lr_dir=lr_dir, channels=channels, **common)

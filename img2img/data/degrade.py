@@ -8,6 +8,9 @@ Two models:
   twice (blur -> random resize -> Gaussian/Poisson noise -> JPEG), then a final resize to the LR
   size. Simplified: isotropic and anisotropic Gaussian kernels only (no generalised/plateau/sinc
   kernels). The default ranges are Real-ESRGAN's ``train_realesrgan_x4plus.yml``.
+- :func:`degrade_photo` - a first-order mix for PSNR-oriented photo upscalers: a share of clean
+  bicubic, the rest optional blur -> downscale -> noise only, JPEG only, or noise then JPEG, with
+  low JPEG qualities drawn more often (the bundled real-world models, docs/data.md).
 
 Tensors are float32 in [0, 1], shape (C, H, W) or (B, C, H, W); outputs are clamped to [0, 1] and
 rounded to 8-bit levels like LR images stored as files.
@@ -25,7 +28,7 @@ import torch.nn.functional as F
 
 from img2img.image_io import pixels_to_tensor, tensor_to_pixels
 
-DEGRADATIONS = ("bicubic", "realesrgan")
+DEGRADATIONS = ("bicubic", "realesrgan", "photo")
 
 
 def _batched(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -227,10 +230,92 @@ def degrade_realesrgan(
     return x[0] if single else x
 
 
+@dataclass(frozen=True)
+class PhotoDegradationConfig:
+    """Ranges of :func:`degrade_photo`. Noise sigmas are in 8-bit units.
+
+    clean_prob: share of plain :func:`bicubic_downscale` (the model must stay good on clean input).
+    branch_probs: (noise only, JPEG only, noise then JPEG) for the rest.
+    jpeg_range, jpeg_power: quality = low + (high - low) * u ** power, u uniform in [0, 1]; a power
+        above 1 draws low qualities more often (power 2: about half the draws below q 50 for 30-95).
+    blur_prob, blur_sigma: an optional Gaussian blur of the HR crop before downscaling, sigma in HR
+        pixels for scale 4 (scaled by scale / 4), anisotropic with ``aniso_prob``.
+    resize_modes, resize_probs: the downscaling kernel (all antialiased).
+    gaussian_prob: Gaussian (else Poisson, shot noise) when noise is added; gray_noise_prob: the same
+        noise in all channels.
+    """
+
+    clean_prob: float = 0.3
+    branch_probs: tuple[float, float, float] = (0.35, 0.35, 0.3)
+    noise_range: tuple[float, float] = (1.0, 20.0)
+    poisson_scale_range: tuple[float, float] = (0.05, 2.5)
+    gaussian_prob: float = 0.7
+    gray_noise_prob: float = 0.3
+    jpeg_range: tuple[int, int] = (30, 95)
+    jpeg_power: float = 2.0
+    blur_prob: float = 0.3
+    blur_sigma: tuple[float, float] = (0.2, 2.0)
+    aniso_prob: float = 0.3
+    kernel_size: int = 13
+    resize_modes: tuple[str, ...] = ("bicubic", "bilinear", "area")
+    resize_probs: tuple[float, float, float] = (0.6, 0.2, 0.2)
+
+
+def _photo_noise(x: torch.Tensor, rng: np.random.Generator, g: torch.Generator, cfg: PhotoDegradationConfig) -> torch.Tensor:
+    gray = rng.random() < cfg.gray_noise_prob
+    shape = (x.shape[0], 1, *x.shape[2:]) if gray else x.shape
+    if rng.random() < cfg.gaussian_prob:
+        return (x + torch.randn(shape, generator=g) * (rng.uniform(*cfg.noise_range) / 255.0)).clamp(0.0, 1.0)
+    src = (x.mean(dim=1, keepdim=True) if gray else x).clamp(0, 1)
+    noise = (torch.poisson(src * 255.0, generator=g) / 255.0 - src) * rng.uniform(*cfg.poisson_scale_range)
+    return (x + noise).clamp(0.0, 1.0)
+
+
+def degrade_photo(
+    hr: torch.Tensor, scale: int, rng: np.random.Generator, config: PhotoDegradationConfig | None = None
+) -> torch.Tensor:
+    """A random first-order degradation of ``hr`` for photo upscalers (see PhotoDegradationConfig).
+
+    ``hr``: (C, H, W) or (B, C, H, W) float32 in [0, 1] on the CPU, H and W multiples of ``scale``
+    (a batch gets one draw). Returns LR (..., C, H // scale, W // scale), 8-bit quantised, every
+    random choice from ``rng``.
+    """
+    cfg = config or PhotoDegradationConfig()
+    xb, single = _batched(hr)
+    h, w = xb.shape[-2:]
+    if h % scale or w % scale:
+        raise ValueError(f"HR size {h}x{w} is not a multiple of scale {scale}; crop it first")
+    if rng.random() < cfg.clean_prob:
+        x = bicubic_downscale(xb.float(), scale)
+        return x[0] if single else x
+    g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    x = xb.float()
+    if rng.random() < cfg.blur_prob:
+        sigma = tuple(s * scale / 4 for s in cfg.blur_sigma)
+        if rng.random() < cfg.aniso_prob:
+            sx, sy, theta = rng.uniform(*sigma), rng.uniform(*sigma), rng.uniform(-math.pi, math.pi)
+        else:
+            sx = sy = rng.uniform(*sigma)
+            theta = 0.0
+        x = blur(x, gaussian_kernel(cfg.kernel_size, sx, sy, theta))
+    mode = str(rng.choice(list(cfg.resize_modes), p=np.asarray(cfg.resize_probs) / sum(cfg.resize_probs)))
+    x = quantize(resize(x, (h // scale, w // scale), mode))
+    branch = rng.choice(3, p=np.asarray(cfg.branch_probs) / sum(cfg.branch_probs))
+    if branch in (0, 2):
+        x = _photo_noise(x, rng, g, cfg)
+    if branch in (1, 2):
+        low, high = cfg.jpeg_range
+        x = jpeg(x, round(low + (high - low) * rng.random() ** cfg.jpeg_power))
+    x = quantize(x)
+    return x[0] if single else x
+
+
 def degrade(hr: torch.Tensor, scale: int, kind: str, rng: np.random.Generator) -> torch.Tensor:
-    """LR from HR by name: ``"bicubic"`` or ``"realesrgan"`` (shapes as in the two functions)."""
+    """LR from HR by name: ``"bicubic"``, ``"realesrgan"`` or ``"photo"`` (shapes as in those functions)."""
     if kind == "bicubic":
         return bicubic_downscale(hr, scale)
     if kind == "realesrgan":
         return degrade_realesrgan(hr, scale, rng)
+    if kind == "photo":
+        return degrade_photo(hr, scale, rng)
     raise ValueError(f"unknown degradation '{kind}'; choose from {', '.join(DEGRADATIONS)}")

@@ -14,8 +14,8 @@ selected with ``torch.where``.
 
 Colour jitter is linear: brightness (multiply), contrast (blend with the image's mean luma), then
 one per-sample 3x3 RGB matrix for saturation (blend with luma) and hue (a rotation around the gray
-axis in YIQ space) - instead of Kornia's HSV round trip, which costs ~1 s per 16x3x256x256 batch on
-a 2-core CPU (benchmarks/bench_data.py). Being linear, it commutes with resizing, so an LR/HR pair
+axis in YIQ space) - instead of Kornia's HSV round trip, which is far slower on a CPU (measured in
+docs/benchmarks.md, "Input pipeline"). Being linear, it commutes with resizing, so an LR/HR pair
 jittered with one draw stays consistent (up to clamping).
 """
 

@@ -126,10 +126,10 @@ class Engine:
         if workers < 1 or (workers > 1 and not torch_on_cpu):
             raise ValueError(f"workers must be >= 1, and 1 unless torch runs on a CPU; got {workers}")
         self.workers = min(workers, torch.get_num_threads()) if workers > 1 else 1
-        self._pool = TilePool(self.workers) if self.workers > 1 else None
         self.batch = batch if batch is not None else (self.workers if self.device.type == "cpu" else 4)
         if self.batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
+        self._pool = TilePool(self.workers) if self.workers > 1 else None
         self._device_tile: int | None = None  # the automatic tile, measured once
 
     # ------------------------------------------------------------------- public calls
@@ -304,7 +304,8 @@ class Engine:
             )
             started = counter.done
             try:
-                self._run_plan(source, sink, plan, counter)
+                with torch.inference_mode():  # blending and statistics too, not only the network
+                    self._run_plan(source, sink, plan, counter)
                 return
             except Exception as error:  # only out-of-memory is retried; everything else propagates
                 if not is_out_of_memory(error):
@@ -374,7 +375,8 @@ class Engine:
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, h, w) CPU float32 -> (B, C_out, h*scale, w*scale) CPU float32."""
-        return torch.cat(self._map(self._run_batch, x))
+        parts = self._map(self._run_batch, x)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _run_batch(self, x: torch.Tensor) -> torch.Tensor:
         return self.runner(x.to(self.device, non_blocking=True)).float().cpu()

@@ -2,8 +2,8 @@
 
 ``tiling.py`` spreads tiles along an axis and blends them; this module decides what it is asked
 for. Everything here is a plain function of numbers (and of the model's size rules), so a reader
-can check a choice without running a network. Why each default has its value: docs/inference.md,
-"Choosing the defaults"; the measurements are in docs/benchmarks.md.
+can check a choice without running a network. Why each default has its value: docs/inference.md
+("Tiles, overlap and blending", "Speed"); the measurements are in docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ class DiscoGANGenerator(nn.Module):
     (B, out_channels, H, W) in [-1, 1] (tanh). Widths ngf, 2ngf, 4ngf, 8ngf at 1/2 .. 1/16 size.
     """
 
-    def __init__(self, *, in_channels: int = 3, out_channels: int = 3, ngf: int = 64) -> None:
+    def __init__(self, *, in_channels: int, out_channels: int, ngf: int) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -75,7 +75,7 @@ class DiscoGANDiscriminator(nn.Module):
     a single score for the reference's 64x64 images.
     """
 
-    def __init__(self, *, in_channels: int = 3, ndf: int = 64) -> None:
+    def __init__(self, *, in_channels: int, ndf: int) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.min_size = 64
@@ -101,13 +101,3 @@ class DiscoGANDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[0]
-
-
-def discogan_g(*, in_channels: int = 3, out_channels: int = 3, ngf: int = 64) -> DiscoGANGenerator:
-    """DiscoGAN generator (encoder-decoder, no skips), sides multiple of 16."""
-    return DiscoGANGenerator(in_channels=in_channels, out_channels=out_channels, ngf=ngf)
-
-
-def discogan_d(*, in_channels: int = 3, ndf: int = 64) -> DiscoGANDiscriminator:
-    """DiscoGAN discriminator (one score per 64x64 image)."""
-    return DiscoGANDiscriminator(in_channels=in_channels, ndf=ndf)

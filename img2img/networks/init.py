@@ -56,7 +56,8 @@ def scaled_kaiming_(modules: Iterable[nn.Module], scale: float) -> None:
     """Kaiming-normal weights times ``scale`` and zero biases for every Conv2d/Linear inside ``modules``."""
     for module in modules:
         for m in module.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+            # Meta tensors (registry.probe) hold no values: nothing to draw, and drawing is slow there.
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and not m.weight.is_meta:
                 nn.init.kaiming_normal_(m.weight)
                 m.weight.mul_(scale)
                 if m.bias is not None:

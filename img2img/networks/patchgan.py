@@ -33,9 +33,7 @@ class NLayerDiscriminator(nn.Module):
     smallest input side is ``min_size = 3 * 2**n_layers`` (24 at n_layers=3).
     """
 
-    def __init__(
-        self, *, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "batch"
-    ) -> None:
+    def __init__(self, *, in_channels: int, ndf: int, n_layers: int, norm: str) -> None:
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"PatchGAN needs n_layers >= 1, got {n_layers}")
@@ -74,7 +72,7 @@ class PixelDiscriminator(nn.Module):
     Input (B, in_channels, H, W); output (B, 1, H, W) logits.
     """
 
-    def __init__(self, *, in_channels: int = 3, ndf: int = 64, norm: str = "batch") -> None:
+    def __init__(self, *, in_channels: int, ndf: int, norm: str) -> None:
         super().__init__()
         self.in_channels = in_channels
         bias = conv_bias(norm)
@@ -90,18 +88,3 @@ class PixelDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-def patchgan(
-    *, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "batch"
-) -> NLayerDiscriminator:
-    """PatchGAN discriminator; n_layers=3 is the reference ``basic`` 70x70 D.
-
-    pix2pix scores (input, output) pairs: pass ``in_channels = in + out`` (6 for RGB to RGB).
-    """
-    return NLayerDiscriminator(in_channels=in_channels, ndf=ndf, n_layers=n_layers, norm=norm)
-
-
-def pixel(*, in_channels: int = 3, ndf: int = 64, norm: str = "batch") -> PixelDiscriminator:
-    """1x1 pixel discriminator (reference ``pixel``)."""
-    return PixelDiscriminator(in_channels=in_channels, ndf=ndf, norm=norm)

@@ -54,12 +54,12 @@ class ResnetGenerator(nn.Module):
     def __init__(
         self,
         *,
-        in_channels: int = 3,
-        out_channels: int = 3,
-        ngf: int = 64,
-        n_blocks: int = 9,
-        norm: str = "instance",
-        dropout: bool = False,
+        in_channels: int,
+        out_channels: int,
+        ngf: int,
+        n_blocks: int,
+        norm: str,
+        dropout: bool,
     ) -> None:
         super().__init__()
         if n_blocks < 0:
@@ -108,23 +108,3 @@ class ResnetGenerator(nn.Module):
             name="ResnetGenerator",
         )
         return self.model(x)
-
-
-def resnet(
-    *,
-    in_channels: int = 3,
-    out_channels: int = 3,
-    ngf: int = 64,
-    n_blocks: int = 9,
-    norm: str = "instance",
-    dropout: bool = False,
-) -> ResnetGenerator:
-    """CycleGAN ResNet generator; ``n_blocks=9`` is ``resnet_9blocks``, 6 is ``resnet_6blocks``."""
-    return ResnetGenerator(
-        in_channels=in_channels,
-        out_channels=out_channels,
-        ngf=ngf,
-        n_blocks=n_blocks,
-        norm=norm,
-        dropout=dropout,
-    )

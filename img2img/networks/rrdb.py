@@ -74,12 +74,12 @@ class RRDBNet(nn.Module):
     def __init__(
         self,
         *,
-        in_channels: int = 3,
-        out_channels: int = 3,
-        scale: int = 4,
-        num_feat: int = 64,
-        num_block: int = 23,
-        num_grow_ch: int = 32,
+        in_channels: int,
+        out_channels: int,
+        scale: int,
+        num_feat: int,
+        num_block: int,
+        num_grow_ch: int,
     ) -> None:
         super().__init__()
         if scale not in SCALES:
@@ -117,23 +117,3 @@ class RRDBNet(nn.Module):
         feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
         feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
-
-
-def rrdbnet(
-    *,
-    in_channels: int = 3,
-    out_channels: int = 3,
-    scale: int = 4,
-    num_feat: int = 64,
-    num_block: int = 23,
-    num_grow_ch: int = 32,
-) -> RRDBNet:
-    """ESRGAN / Real-ESRGAN RRDBNet; 64/23/32 is the full model, 64/6/32 the anime 6B one."""
-    return RRDBNet(
-        in_channels=in_channels,
-        out_channels=out_channels,
-        scale=scale,
-        num_feat=num_feat,
-        num_block=num_block,
-        num_grow_ch=num_grow_ch,
-    )

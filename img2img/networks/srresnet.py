@@ -54,11 +54,11 @@ class MSRResNet(nn.Module):
     def __init__(
         self,
         *,
-        in_channels: int = 3,
-        out_channels: int = 3,
-        scale: int = 4,
-        num_feat: int = 64,
-        num_block: int = 16,
+        in_channels: int,
+        out_channels: int,
+        scale: int,
+        num_feat: int,
+        num_block: int,
     ) -> None:
         super().__init__()
         _check_scale(scale, "MSRResNet")
@@ -93,19 +93,6 @@ class MSRResNet(nn.Module):
             out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))
         out = self.conv_last(self.lrelu(self.conv_hr(out)))
         return out + F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
-
-
-def msrresnet(
-    *, in_channels: int = 3, out_channels: int = 3, scale: int = 4, num_feat: int = 64, num_block: int = 16
-) -> MSRResNet:
-    """BasicSR's MSRResNet (BN-free SRResNet), x2 / x3 / x4."""
-    return MSRResNet(
-        in_channels=in_channels,
-        out_channels=out_channels,
-        scale=scale,
-        num_feat=num_feat,
-        num_block=num_block,
-    )
 
 
 # --- SRGAN (Ledig et al. 2017) ---------------------------------------------------------------------
@@ -151,11 +138,11 @@ class SRResNet(nn.Module):
     def __init__(
         self,
         *,
-        in_channels: int = 3,
-        out_channels: int = 3,
-        scale: int = 4,
-        num_feat: int = 64,
-        num_block: int = 16,
+        in_channels: int,
+        out_channels: int,
+        scale: int,
+        num_feat: int,
+        num_block: int,
     ) -> None:
         super().__init__()
         _check_scale(scale, "SRResNet")
@@ -204,17 +191,22 @@ class SRGANDiscriminator(nn.Module):
     3x3 conv + LeakyReLU, seven conv-BN-LeakyReLU stages (widths ndf..8*ndf, four of them
     stride 2), then dense 1024 + LeakyReLU and dense 1. Input (B, in_channels, input_size,
     input_size) in the generator's range; output (B, 1) logits (no sigmoid). The dense layer fixes
-    the crop size: ``input_size`` must be a multiple of 16 (the paper trains on 96-px HR crops).
+    the crop size: ``input_size`` must be a multiple of ``size_multiple`` = 16 (the paper trains on
+    96-px HR crops).
     """
 
-    def __init__(self, *, in_channels: int = 3, ndf: int = 64, input_size: int = 96) -> None:
+    # Four stride-2 stages: the dense layer sees input_size / 16 on each side.
+    size_multiple = 16
+
+    def __init__(self, *, in_channels: int, ndf: int, input_size: int) -> None:
         super().__init__()
-        if input_size < 16 or input_size % 16:
+        if input_size < self.size_multiple or input_size % self.size_multiple:
             raise ValueError(
-                f"SRGAN discriminator input_size must be a positive multiple of 16, got {input_size}"
+                f"SRGAN discriminator input_size must be a positive multiple of {self.size_multiple}, got {input_size}"
             )
         self.in_channels = in_channels
         self.input_size = input_size
+        self.min_size = input_size
         self.conv_first = nn.Conv2d(in_channels, ndf, 3, 1, 1)
         self.act_first = nn.LeakyReLU(0.2, inplace=True)
         stages = []
@@ -223,7 +215,7 @@ class SRGANDiscriminator(nn.Module):
             stages.append(ConvBNAct(width, ndf * mult, stride))
             width = ndf * mult
         self.blocks = nn.Sequential(*stages)
-        side = input_size // 16
+        side = input_size // self.size_multiple
         self.fc1 = nn.Linear(width * side * side, 1024)
         self.act_fc = nn.LeakyReLU(0.2, inplace=True)
         self.fc2 = nn.Linear(1024, 1)
@@ -235,21 +227,3 @@ class SRGANDiscriminator(nn.Module):
             )
         feat = self.blocks(self.act_first(self.conv_first(x)))
         return self.fc2(self.act_fc(self.fc1(feat.flatten(1))))
-
-
-def srresnet(
-    *, in_channels: int = 3, out_channels: int = 3, scale: int = 4, num_feat: int = 64, num_block: int = 16
-) -> SRResNet:
-    """SRGAN generator (SRResNet with BN and PReLU), x2 / x3 / x4."""
-    return SRResNet(
-        in_channels=in_channels,
-        out_channels=out_channels,
-        scale=scale,
-        num_feat=num_feat,
-        num_block=num_block,
-    )
-
-
-def srgan_d(*, in_channels: int = 3, ndf: int = 64, input_size: int = 96) -> SRGANDiscriminator:
-    """SRGAN discriminator for ``input_size``-px HR crops (multiple of 16)."""
-    return SRGANDiscriminator(in_channels=in_channels, ndf=ndf, input_size=input_size)

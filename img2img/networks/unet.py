@@ -92,12 +92,12 @@ class UnetGenerator(nn.Module):
     def __init__(
         self,
         *,
-        in_channels: int = 3,
-        out_channels: int = 3,
-        num_downs: int = 8,
-        ngf: int = 64,
-        norm: str = "batch",
-        dropout: bool = False,
+        in_channels: int,
+        out_channels: int,
+        num_downs: int,
+        ngf: int,
+        norm: str,
+        dropout: bool,
     ) -> None:
         super().__init__()
         if num_downs < MIN_NUM_DOWNS:
@@ -128,27 +128,3 @@ class UnetGenerator(nn.Module):
             name=f"U-Net (num_downs={self.num_downs})",
         )
         return self.model(x)
-
-
-def unet(
-    *,
-    in_channels: int = 3,
-    out_channels: int = 3,
-    num_downs: int = 8,
-    ngf: int = 64,
-    norm: str = "batch",
-    dropout: bool = True,
-) -> UnetGenerator:
-    """pix2pix U-Net; ``num_downs=8`` is ``unet_256``, 7 is ``unet_128``, 6 suits 64-px crops.
-
-    ``dropout`` defaults to True as pix2pix trains; it has no weights (same state-dict keys either
-    way) and is inactive in eval mode, which inference always uses.
-    """
-    return UnetGenerator(
-        in_channels=in_channels,
-        out_channels=out_channels,
-        num_downs=num_downs,
-        ngf=ngf,
-        norm=norm,
-        dropout=dropout,
-    )

@@ -7,6 +7,11 @@ repeated or resumed exactly.
 
 Precedence, lowest first: dataclass defaults < ``RUN_DIR/config.yaml`` (on ``--resume``) <
 ``--config FILE.yaml`` < command-line flags.
+
+The config classes are the one source of each option's facts: declare a field with
+:func:`option` to give it a fixed set of ``choices`` (checked here) and ``help`` text, which makes
+it a flag of ``img2img train <method>`` (the CLI generates the flag, its type, choices and shown
+default from the field). Every other field is reached with ``--set KEY=VALUE`` or a YAML file.
 """
 
 from __future__ import annotations
@@ -16,15 +21,50 @@ import os
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import yaml
+from torch import nn
+
+from img2img.networks import registry
 
 
 class ConfigError(ValueError):
     """A bad configuration value or file; the message is one line naming the source and the reason."""
+
+
+def option(
+    default: Any,
+    *,
+    help: str | None = None,
+    choices: tuple[Any, ...] = (),
+    path: str = "",
+    show_default: bool = True,
+) -> Any:
+    """A config field with metadata: ``dataclasses.field(default=default, metadata=...)``.
+
+    help: one line for ``img2img train <method> --help``; a field with help is a command-line flag
+        (``--name-with-dashes``), the others are reached with ``--set``.
+    choices: the allowed values (checked by ``TrainConfig.validate``; a click.Choice on the CLI).
+    path: ``"dir"`` or ``"file"``: the flag names a folder or a file.
+    show_default: False when the flag's default is not the field's (e.g. ``--device``).
+    """
+    meta = {"help": help, "choices": tuple(choices), "path": path, "show_default": show_default}
+    return dataclasses.field(default=default, metadata={k: v for k, v in meta.items() if v not in (None, (), "")})
+
+
+def field_metadata(cls: type, name: str) -> dict[str, Any]:
+    """The metadata of field ``name`` merged down ``cls``'s bases: a subclass that only changes a
+    default (``image_size: int = 96``) keeps its base's help and choices; one that declares
+    :func:`option` again overrides them key by key."""
+    meta: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None:
+            meta.update(f.metadata)
+    return meta
 
 
 @dataclass
@@ -82,43 +122,49 @@ class TrainConfig:
         "save_every", "tensorboard",
     )
 
-    data: str = ""
-    out: str = ""
+    data: str = option("", help="Dataset root (see docs/data.md).", path="dir")
+    out: str = option("", help="Run directory: checkpoints, model, logs.", path="dir")
     val_data: str = ""
-    image_size: int = 256
+    image_size: int = option(256, help="Training crop side in pixels.")
     preprocess: str = ""
     load_size: int = 0
     augment: tuple[str, ...] = ("hflip",)
-    batch_size: int = 1
-    num_workers: int = 2
-    steps: int = 0
-    epochs: int = 0
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
+    batch_size: int = option(1, help="Images per batch.")
+    num_workers: int = option(2, help="Data loader worker processes.")
+    steps: int = option(0, help="Optimiser steps in total.")
+    epochs: int = option(0, help="Passes over the training set (when --steps is not given).")
+    seed: int = option(0, help="Random seed (CPU runs repeat exactly).")
+    device: str = option("auto", help="auto, cpu, cuda, cuda:N or mps (default: the global --device).",
+                         show_default=False)
+    precision: str = option("auto", help="Mixed precision on GPUs (auto: bf16, else fp16; fp32 on CPU).",
+                            choices=("auto", "fp32", "bf16", "fp16"))
     channels_last: bool | None = None
     sync_bn: bool = False
-    lr_schedule: str = "linear"
+    lr_schedule: str = option("linear", choices=("constant", "linear", "step", "cosine"))
     lr_decay_start: float = 0.5
     lr_step_every: int = 0
     lr_gamma: float = 0.1
     lr_min_factor: float = 0.0
     grad_clip: float = 0.0
-    ema_decay: float = 0.0
+    ema_decay: float = option(0.0, help="EMA of the generator weights, e.g. 0.999 (0: off).")
     log_every: int = 10
     sample_every: int = 500
     val_every: int = 1000
     val_batches: int = 16
     checkpoint_every: int = 1000
-    save_every: int = field(default=0, metadata={
-        "help": "Every N steps also export a numbered model snapshot, RUN_DIR/snapshots/step_NNNNNN.safetensors "
-                "(each usable as --model); 0: off."})
+    save_every: int = option(0, help="Every N steps also export a numbered model snapshot, "
+                                     "RUN_DIR/snapshots/step_NNNNNN.safetensors (each usable as --model); 0: off.")
     tensorboard: bool = True
 
     def validate(self) -> None:
-        """Raise ConfigError for values that cannot work; subclasses extend this."""
-        check_choice("precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
-        check_choice("lr_schedule", self.lr_schedule, ("constant", "linear", "step", "cosine"))
+        """Raise ConfigError for values that cannot work; subclasses extend this.
+
+        Checks every field declared with ``option(choices=...)``, then the shared fields.
+        """
+        for f in dataclasses.fields(self):
+            choices = field_metadata(type(self), f.name).get("choices")
+            if choices:
+                check_choice(f.name, getattr(self, f.name), choices)
         if not (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, not {self.device!r}")
         for name in ("image_size", "batch_size"):
@@ -206,9 +252,27 @@ def save_config(config: TrainConfig, path: str | os.PathLike[str]) -> None:
     os.replace(tmp, p)
 
 
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}, not {value!r}")
+
+
+def probe_network(arch: str, kwargs: Mapping[str, Any]) -> nn.Module:
+    """Network ``arch`` with ``kwargs`` built without weights (``registry.probe``), so a config can
+    ask it for its size rules; the network's own ValueError becomes a ConfigError."""
+    try:
+        return registry.probe(arch, **kwargs)
+    except ValueError as e:
+        raise ConfigError(f"{arch}: {e}") from None
+
+
+def check_fits(image_size: int, net: nn.Module, arch: str, role: str) -> None:
+    """ConfigError unless ``image_size``-px crops meet ``net``'s ``size_multiple`` and ``min_size``."""
+    multiple, smallest = getattr(net, "size_multiple", 1), getattr(net, "min_size", 1)
+    if image_size % multiple:
+        raise ConfigError(f"image_size {image_size} must be a multiple of {multiple} for {arch}")
+    if image_size < smallest:
+        raise ConfigError(f"image_size {image_size} is below the {smallest} px the {arch} {role} needs")
 
 
 def _coerce(source: str, key: str, value: Any, hint: Any) -> Any:

@@ -256,6 +256,12 @@ def _optimizer_state_finite(optimizers: Mapping[str, torch.optim.Optimizer]) -> 
     return None
 
 
+def check_fresh_run(run_dir: Path) -> None:
+    """ConfigError when ``run_dir`` already holds a training checkpoint: a fresh run never overwrites one."""
+    if checkpoint_path(run_dir).exists():
+        raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
+
+
 def fit(
     method: Method,
     *,
@@ -316,8 +322,8 @@ def fit(
     step = 0
     if resume:
         step = _restore(ckpt_path, method, scaler, emas, stream)
-    elif ckpt_path.exists():
-        raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
+    else:
+        check_fresh_run(run_dir)
     if on_start is not None:
         on_start()
     if device.type == "cuda":
@@ -474,7 +480,7 @@ def _validate(
 ) -> dict[str, float]:
     """Mean PSNR/SSIM/L1 over up to ``val_batches`` batches (images without a target are skipped)."""
     config = method.config
-    crop = method.val_crop if method.val_crop >= 0 else int(getattr(config, "scale", 0))
+    crop = method.val_crop
     sums: dict[str, float] = {}
     count = 0
     with _isolated_rng():

@@ -71,7 +71,7 @@ class StepContext:
     """Given to ``train_step``: the step number, mixed precision and optimiser stepping.
 
     Use ``with ctx.autocast():`` around forward passes and loss computation, ``ctx.backward(loss)``
-    instead of ``loss.backward()`` and ``ctx.step("name")`` instead of ``optimizer.step()``: they
+    instead of ``loss.backward()`` and ``ctx.step_optimizer("name")`` instead of ``optimizer.step()``: they
     apply the grad scaler (fp16), gradient clipping and ``zero_grad``. Several optimisers in one step
     are fine; the loop updates the grad scaler once after ``train_step`` returns.
     """
@@ -149,7 +149,9 @@ def set_requires_grad(nets: Iterable[nn.Module], flag: bool) -> None:
 class Method(ABC):
     """A training method: networks, optimisers, schedules and one ``train_step``.
 
-    A subclass sets the class attributes and, in ``__init__(config)``, fills:
+    A subclass's docstring is the text of ``img2img train <name> --help`` (its first paragraph is
+    the line ``img2img train --help`` lists; indented lines are shown as written). It sets the
+    class attributes and, in ``__init__(config)``, fills:
 
     nets: every trained network by name (``"g"``, ``"d"``, ``"g_ab"``, ``"d_a"``, ...), built on the
         CPU; the loop moves them to the device and memory format, checkpoints and restores them.
@@ -158,12 +160,16 @@ class Method(ABC):
         its ``initial_lr`` (the rate the optimiser was built with) x ``factor(step)`` before every step.
 
     Class attributes:
-        name: the method's CLI name.
-        config_class: its typed config dataclass (a subclass of TrainConfig).
-        dataset_kind: ``"paired"``, ``"unpaired"`` or ``"sr"`` (see docs/data.md).
+        name: the method's CLI name (its key in ``methods.METHODS``).
+        config_class: its typed config dataclass (a subclass of TrainConfig); its fields declared
+            with ``option(help=...)`` are the flags of ``img2img train <name>``.
+        dataset_kind: the data the method needs: ``"paired"``, ``"unpaired"`` or ``"sr"`` (see
+            docs/data.md); ``dataset_options()`` adds what the kind needs from the config (e.g.
+            ``scale``). An ``"sr"`` run's model is used with ``img2img upscale``, the others with
+            ``img2img translate``.
         ema_nets: nets averaged when ``ema_decay > 0`` (the generators).
         val_y_channel, val_crop: validation PSNR/SSIM on the Y channel with this border crop
-            (super-resolution convention; ``val_crop = -1`` means "crop ``scale`` pixels").
+            (super-resolution convention: SRGAN crops ``scale`` pixels).
     """
 
     name: ClassVar[str]
@@ -171,7 +177,7 @@ class Method(ABC):
     dataset_kind: ClassVar[str] = "paired"
     ema_nets: ClassVar[tuple[str, ...]] = ()
     val_y_channel: ClassVar[bool] = False
-    val_crop: ClassVar[int] = 0
+    val_crop: int = 0
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config

@@ -21,7 +21,7 @@ import torch
 
 from img2img.training import distributed
 from img2img.training.config import ConfigError, TrainConfig, build_config, read_yaml, save_config
-from img2img.training.loop import FitResult, fit, select_device
+from img2img.training.loop import FitResult, check_fresh_run, fit, select_device
 from img2img.training.method import Method
 from img2img.training.methods import get_method
 from img2img.training.resume import check_resume_changes
@@ -74,8 +74,8 @@ def seed_everything(seed: int) -> None:
 def build_loaders(method: Method, config: TrainConfig) -> tuple[Any, Any, Any]:
     """(train loader, validation loader or None, device-stage augmentation or None) for ``method``.
 
-    The dataset kind comes from ``method.dataset_kind``; ``method.dataset_options()`` adds
-    kind-specific options (e.g. ``scale``, ``degradation``). Validation uses the ``val`` (then
+    The method says what its data need: the dataset kind (``method.dataset_kind``) and its
+    kind-specific options (``method.dataset_options()``, e.g. ``scale``). Validation uses the ``val`` (then
     ``test``) split of ``val_data`` or ``data`` when it exists (``val_data`` may also be a folder
     without splits), with deterministic centre crops.
     """
@@ -87,8 +87,6 @@ def build_loaders(method: Method, config: TrainConfig) -> tuple[Any, Any, Any]:
     if config.load_size:
         options["load_size"] = config.load_size
     kind = method.dataset_kind
-    if kind == "sr" and hasattr(config, "scale"):
-        options.setdefault("scale", config.scale)
     train_set = data.build_dataset(kind, config.data, split="train", **options)
     train_loader = data.make_loader(
         train_set, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers, seed=config.seed,
@@ -131,8 +129,8 @@ def train(
         instance = method_cls(config)  # initial weights come from the seed
         train_loader, val_loader, augment = build_loaders(instance, config)
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume and checkpoint_path(run_dir).exists():
-            raise ConfigError(f"{run_dir}: already holds a training checkpoint; pass --resume or choose another --out")
+        if not resume:
+            check_fresh_run(run_dir)  # before config.yaml of the existing run is overwritten
 
         def save_resolved_config() -> None:  # once the run (or the resume) has been accepted
             if distributed.is_main():

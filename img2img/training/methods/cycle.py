@@ -34,8 +34,9 @@ from torch import nn
 
 from img2img import losses
 from img2img.networks import registry
-from img2img.networks.init import init_weights
-from img2img.training.config import ConfigError, TrainConfig, check_choice
+from img2img.networks.init import INIT_SCHEMES, init_weights
+from img2img.networks.norms import NORMS
+from img2img.training.config import ConfigError, TrainConfig, check_fits, option, probe_network
 from img2img.training.image_pool import ImagePool
 from img2img.training.method import Export, Method, Prediction, StepContext, adam, set_requires_grad
 from img2img.training.schedules import schedule_from_config
@@ -43,9 +44,6 @@ from img2img.training.state import CheckpointError
 
 GENERATORS = ("resnet_9blocks", "resnet_6blocks", "resnet", "unet_128", "unet_256", "discogan_g")
 DISCRIMINATORS = ("patchgan", "pixel", "discogan_d")
-# Which builders take a `norm` / `dropout` keyword (the DiscoGAN nets have batch norm built in).
-_TAKES_NORM = ("resnet_9blocks", "resnet_6blocks", "resnet", "unet_128", "unet_256", "patchgan", "pixel")
-_TAKES_DROPOUT = ("resnet_9blocks", "resnet_6blocks", "resnet", "unet_128", "unet_256")
 
 
 @dataclass
@@ -54,8 +52,9 @@ class CycleConfig(TrainConfig):
 
     in_channels, out_channels: channels of domain a and domain b images.
     generator: resnet_9blocks (256-px crops), resnet_6blocks (128 px), resnet (``n_blocks``
-        residual blocks), unet_128, unet_256 or discogan_g; ngf its width. norm (instance | batch | none) and dropout apply to the ResNet
-        and U-Net generators and the PatchGAN/pixel discriminators.
+        residual blocks), unet_128, unet_256 or discogan_g; ngf its width. norm (instance | batch |
+        none) and dropout apply to the networks that take them (not the DiscoGAN nets, which have
+        batch norm built in).
     discriminator: patchgan (``n_layers_d`` 3 = 70x70 patches), pixel (1x1) or discogan_d; ndf its width.
     gan_loss: lsgan | vanilla | hinge | wgan-gp (with ``gp_weight``).
     lambda_cycle: weight of each cycle-consistency term (the reference's lambda_A = lambda_B).
@@ -71,34 +70,28 @@ class CycleConfig(TrainConfig):
 
     in_channels: int = 3
     out_channels: int = 3
-    generator: str = "resnet_9blocks"
+    generator: str = option("resnet_9blocks", help="Generator architecture.", choices=GENERATORS)
     n_blocks: int = 9
-    ngf: int = 64
-    norm: str = "instance"
+    ngf: int = option(64, help="Generator width (e.g. 16 for a CPU).")
+    norm: str = option("instance", choices=NORMS)
     dropout: bool = False
-    discriminator: str = "patchgan"
-    ndf: int = 64
+    discriminator: str = option("patchgan", choices=DISCRIMINATORS)
+    ndf: int = option(64, help="Discriminator width.")
     n_layers_d: int = 3
-    gan_loss: str = "lsgan"
+    gan_loss: str = option("lsgan", help="GAN objective.", choices=losses.GAN_MODES)
     gp_weight: float = 10.0
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 0.5
-    cycle_loss: str = "l1"
-    pool_size: int = 50
-    lr: float = 2e-4
+    lambda_cycle: float = option(10.0, help="Weight of each cycle-consistency term.")
+    lambda_identity: float = option(0.5, help="Identity term weight relative to --lambda-cycle (0: off).")
+    cycle_loss: str = option("l1", choices=("l1", "l2"))
+    pool_size: int = option(50, help="Fakes kept in each discriminator's history pool (0: off).")
+    lr: float = option(2e-4, help="Adam learning rate for generators and discriminators.")
     beta1: float = 0.5
     beta2: float = 0.999
-    init: str = "normal"
+    init: str = option("normal", choices=INIT_SCHEMES)
     init_gain: float = 0.02
 
     def validate(self) -> None:
         super().validate()
-        check_choice("generator", self.generator, GENERATORS)
-        check_choice("discriminator", self.discriminator, DISCRIMINATORS)
-        check_choice("norm", self.norm, ("instance", "batch", "none"))
-        check_choice("gan_loss", self.gan_loss, losses.GAN_MODES)
-        check_choice("cycle_loss", self.cycle_loss, ("l1", "l2"))
-        check_choice("init", self.init, ("normal", "xavier", "kaiming", "orthogonal"))
         for name in ("ngf", "ndf", "n_layers_d", "in_channels", "out_channels", "n_blocks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
@@ -112,16 +105,21 @@ class CycleConfig(TrainConfig):
                 f"lambda_identity > 0 needs as many channels in domain a as in b "
                 f"({self.in_channels} != {self.out_channels}); set lambda_identity 0"
             )
-        multiple = {"resnet_9blocks": 4, "resnet_6blocks": 4, "resnet": 4, "unet_128": 128, "unet_256": 256, "discogan_g": 16}
-        if self.image_size % multiple[self.generator]:
-            raise ConfigError(
-                f"image_size {self.image_size} must be a multiple of {multiple[self.generator]} for {self.generator}"
-            )
-        smallest = {"patchgan": 3 * 2**self.n_layers_d, "pixel": 1, "discogan_d": 64}[self.discriminator]
-        if self.image_size < smallest:
-            raise ConfigError(
-                f"image_size {self.image_size} is below the {smallest} px the {self.discriminator} discriminator needs"
-            )
+        g = probe_network(self.generator, self.generator_kwargs(self.in_channels, self.out_channels))
+        check_fits(self.image_size, g, self.generator, "generator")
+        d = probe_network(self.discriminator, self.discriminator_kwargs(self.in_channels))
+        check_fits(self.image_size, d, self.discriminator, "discriminator")
+
+    def generator_kwargs(self, cin: int, cout: int) -> dict[str, Any]:
+        """Complete registry kwargs of a generator from ``cin`` to ``cout`` channels."""
+        # n_blocks sizes the free `resnet` only; the named variants (resnet_9blocks ...) fix their depth.
+        depth = {"n_blocks": self.n_blocks} if self.generator == "resnet" else {}
+        return registry.resolve_accepted(self.generator, in_channels=cin, out_channels=cout, ngf=self.ngf,
+                                         norm=self.norm, dropout=self.dropout, **depth)
+
+    def discriminator_kwargs(self, cin: int) -> dict[str, Any]:
+        return registry.resolve_accepted(self.discriminator, in_channels=cin, ndf=self.ndf, norm=self.norm,
+                                         n_layers=self.n_layers_d)
 
 
 @dataclass
@@ -144,7 +142,14 @@ class DiscoGANConfig(CycleConfig):
 
 
 class Cycle(Method):
-    """Nets ``g_ab``, ``g_ba`` (exported as ``g_ab`` / ``g_ba``), ``d_a``, ``d_b``; optimisers ``g``, ``d``."""
+    """CycleGAN: two ResNet generators + two PatchGANs on unpaired folders (trainA/, trainB/).
+
+    Defaults as Zhu et al. 2017 (instance norm, LSGAN, history pool; learning rate constant, then
+    linear decay to 0). Nets g_ab, g_ba (exported as RUN_DIR/g_ab.safetensors and g_ba.safetensors),
+    d_a, d_b; optimisers g, d. Example:
+      img2img train cyclegan --data datasets/horse2zebra --out runs/h2z --epochs 200
+      img2img translate horses/ zebras/ --model runs/h2z --direction AtoB
+    """
 
     name = "cyclegan"
     config_class = CycleConfig
@@ -157,10 +162,10 @@ class Cycle(Method):
         c = config
         self.g_arch = c.generator
         self.g_kwargs = {
-            "g_ab": self._generator_kwargs(c.in_channels, c.out_channels),
-            "g_ba": self._generator_kwargs(c.out_channels, c.in_channels),
+            "g_ab": c.generator_kwargs(c.in_channels, c.out_channels),
+            "g_ba": c.generator_kwargs(c.out_channels, c.in_channels),
         }
-        d_kwargs = {"d_a": self._discriminator_kwargs(c.in_channels), "d_b": self._discriminator_kwargs(c.out_channels)}
+        d_kwargs = {"d_a": c.discriminator_kwargs(c.in_channels), "d_b": c.discriminator_kwargs(c.out_channels)}
         self.nets = {
             **{k: init_weights(registry.build(c.generator, **kw), c.init, c.init_gain) for k, kw in self.g_kwargs.items()},
             **{k: init_weights(registry.build(c.discriminator, **kw), c.init, c.init_gain) for k, kw in d_kwargs.items()},
@@ -172,26 +177,6 @@ class Cycle(Method):
             "d": adam([*self.nets["d_a"].parameters(), *self.nets["d_b"].parameters()], lr=c.lr, betas=betas),
         }
         self.pools = {"a": ImagePool(c.pool_size), "b": ImagePool(c.pool_size)}
-
-    def _generator_kwargs(self, cin: int, cout: int) -> dict[str, Any]:
-        c = self.config
-        kwargs: dict[str, Any] = {"in_channels": cin, "out_channels": cout, "ngf": c.ngf}
-        if c.generator in _TAKES_NORM:
-            kwargs["norm"] = c.norm
-        if c.generator in _TAKES_DROPOUT:
-            kwargs["dropout"] = c.dropout
-        if c.generator == "resnet":
-            kwargs["n_blocks"] = c.n_blocks
-        return registry.resolve_kwargs(c.generator, **kwargs)
-
-    def _discriminator_kwargs(self, cin: int) -> dict[str, Any]:
-        c = self.config
-        kwargs: dict[str, Any] = {"in_channels": cin, "ndf": c.ndf}
-        if c.discriminator in _TAKES_NORM:
-            kwargs["norm"] = c.norm
-        if c.discriminator == "patchgan":
-            kwargs["n_layers"] = c.n_layers_d
-        return kwargs
 
     def dataset_options(self) -> dict[str, Any]:
         """Domain a images with ``in_channels``, domain b with ``out_channels`` (gray or RGB)."""
@@ -288,7 +273,13 @@ class Cycle(Method):
 
 
 class DiscoGAN(Cycle):
-    """The cycle method with the DiscoGAN preset (:class:`DiscoGANConfig`); nothing else differs."""
+    """DiscoGAN: the cycle method with Kim et al. 2017's networks and losses (a preset of cyclegan).
+
+    Only the defaults (DiscoGANConfig) differ: discogan_g / discogan_d (batch norm), 64-px
+    images, batch 64, BCE GAN loss, squared-error reconstruction of weight 1 on both sides, no
+    identity loss, no pool. Example:
+      img2img train discogan --data datasets/edges2shoes_unpaired --out runs/e2s --steps 20000
+    """
 
     name = "discogan"
     config_class = DiscoGANConfig

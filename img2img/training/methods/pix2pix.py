@@ -19,15 +19,17 @@ from torch import nn
 from img2img import losses
 from img2img.data import diff_augment
 from img2img.networks import registry
-from img2img.networks.init import init_weights
-from img2img.training.config import ConfigError, TrainConfig, check_choice
+from img2img.networks.init import INIT_SCHEMES, init_weights
+from img2img.networks.norms import NORMS
+from img2img.networks.unet import MIN_NUM_DOWNS
+from img2img.training.config import ConfigError, TrainConfig, check_fits, option, probe_network
 from img2img.training.method import Export, Method, Prediction, StepContext, adam, set_requires_grad
 from img2img.training.schedules import schedule_from_config
 
 GENERATORS = ("unet", "resnet_9blocks", "resnet_6blocks")
 DISCRIMINATORS = ("patchgan", "pixel")
-MAX_AUTO_NUM_DOWNS = 8
-DIFF_AUGMENT_OPS = ("color", "translation", "cutout")  # unet_256; deeper only adds ngf*8 blocks at a 1x1 bottleneck
+MAX_AUTO_NUM_DOWNS = 8  # unet_256; deeper only adds ngf*8 blocks at a 1x1 bottleneck
+DIFF_AUGMENT_OPS = ("color", "translation", "cutout")
 
 
 @dataclass
@@ -48,35 +50,29 @@ class Pix2PixConfig(TrainConfig):
 
     resume_may_change: ClassVar[tuple[str, ...]] = (*TrainConfig.resume_may_change, "lr")
 
-    direction: str = "AtoB"
+    direction: str = option("AtoB", help="Learn a -> b (AtoB) or b -> a.", choices=("AtoB", "BtoA"))
     in_channels: int = 3
     out_channels: int = 3
-    generator: str = "unet"
-    num_downs: int = 0
-    ngf: int = 64
-    ndf: int = 64
-    discriminator: str = "patchgan"
+    generator: str = option("unet", choices=GENERATORS)
+    num_downs: int = option(0, help="U-Net depth (default: follows --image-size).", show_default=False)
+    ngf: int = option(64, help="Generator width (e.g. 16 for a CPU).")
+    ndf: int = option(64, help="Discriminator width.")
+    discriminator: str = option("patchgan", choices=DISCRIMINATORS)
     n_layers_d: int = 3
-    norm: str = "batch"
+    norm: str = option("batch", choices=NORMS)
     dropout: bool = True
-    gan_loss: str = "vanilla"
-    l1_weight: float = 100.0
+    gan_loss: str = option("vanilla", help="GAN objective.", choices=losses.GAN_MODES)
+    l1_weight: float = option(100.0, help="Weight of the L1 term.")
     gp_weight: float = 10.0
     diff_augment: str = ""
-    lr: float = 2e-4
+    lr: float = option(2e-4, help="Adam learning rate for both networks.")
     beta1: float = 0.5
     beta2: float = 0.999
-    init: str = "normal"
+    init: str = option("normal", choices=INIT_SCHEMES)
     init_gain: float = 0.02
 
     def validate(self) -> None:
         super().validate()
-        check_choice("direction", self.direction, ("AtoB", "BtoA"))
-        check_choice("generator", self.generator, GENERATORS)
-        check_choice("discriminator", self.discriminator, DISCRIMINATORS)
-        check_choice("norm", self.norm, ("batch", "instance", "none"))
-        check_choice("gan_loss", self.gan_loss, losses.GAN_MODES)
-        check_choice("init", self.init, ("normal", "xavier", "kaiming", "orthogonal"))
         for name in ("ngf", "ndf", "n_layers_d", "in_channels", "out_channels"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, not {getattr(self, name)}")
@@ -85,31 +81,47 @@ class Pix2PixConfig(TrainConfig):
         unknown = [p for p in self.diff_augment.split(",") if p.strip() and p.strip() not in DIFF_AUGMENT_OPS]
         if unknown:
             raise ConfigError(f"diff_augment: unknown op(s) {', '.join(unknown)}; known: {', '.join(DIFF_AUGMENT_OPS)}")
-        if self.generator == "unet":
-            depth = self.unet_depth()
-            if self.image_size % 2**depth:
-                raise ConfigError(
-                    f"image_size {self.image_size} is not a multiple of 2**num_downs = {2**depth} (U-Net depth {depth})"
-                )
-        elif self.image_size % 4:
-            raise ConfigError(f"image_size {self.image_size} must be a multiple of 4 for {self.generator}")
+        g = probe_network(self.generator, self.generator_kwargs())
+        if self.generator == "unet" and self.image_size % g.size_multiple:
+            raise ConfigError(f"image_size {self.image_size} is not a multiple of 2**num_downs = {g.size_multiple} "
+                              f"(U-Net depth {self.unet_depth()})")
+        check_fits(self.image_size, g, self.generator, "generator")
+        check_fits(self.image_size, probe_network(self.discriminator, self.discriminator_kwargs()),
+                   self.discriminator, "discriminator")
 
     def unet_depth(self) -> int:
-        """``num_downs``, or the depth the image size allows (at least 5, at most 8) when it is 0."""
+        """``num_downs``, or the depth the image size allows (at most 8) when it is 0."""
         if self.num_downs:
-            if self.num_downs < 5:
-                raise ConfigError(f"num_downs must be >= 5 (the U-Net's fixed blocks), not {self.num_downs}")
             return self.num_downs
         depth = 0
         while depth < MAX_AUTO_NUM_DOWNS and self.image_size % 2 ** (depth + 1) == 0:
             depth += 1
-        if depth < 5:
-            raise ConfigError(f"image_size {self.image_size} is too small or odd for a U-Net: use a multiple of 32")
+        if depth < MIN_NUM_DOWNS:
+            raise ConfigError(
+                f"image_size {self.image_size} is too small or odd for a U-Net: use a multiple of {2**MIN_NUM_DOWNS}"
+            )
         return depth
+
+    def generator_kwargs(self) -> dict[str, Any]:
+        """Complete registry kwargs of the generator (what the exported model stores)."""
+        depth = {"num_downs": self.unet_depth()} if "num_downs" in registry.accepts(self.generator) else {}
+        return registry.resolve_accepted(self.generator, in_channels=self.in_channels, out_channels=self.out_channels,
+                                         ngf=self.ngf, norm=self.norm, dropout=self.dropout, **depth)
+
+    def discriminator_kwargs(self) -> dict[str, Any]:
+        """The conditional discriminator scores (input, output) stacked on channels."""
+        return registry.resolve_accepted(self.discriminator, in_channels=self.in_channels + self.out_channels,
+                                         ndf=self.ndf, norm=self.norm, n_layers=self.n_layers_d)
 
 
 class Pix2Pix(Method):
-    """Nets ``g`` (generator, exported as ``model``) and ``d`` (conditional discriminator)."""
+    """Pix2Pix: U-Net + conditional PatchGAN on paired images (A/B folders or side-by-side AB).
+
+    Nets g (the generator, exported as RUN_DIR/model.safetensors) and d (the conditional
+    discriminator). Example:
+      img2img train pix2pix --data datasets/facades --out runs/facades --steps 40000
+      img2img train pix2pix --out runs/facades --resume
+    """
 
     name = "pix2pix"
     config_class = Pix2PixConfig
@@ -120,19 +132,11 @@ class Pix2Pix(Method):
         super().__init__(config)
         self.config: Pix2PixConfig = config
         c = config
-        if c.generator == "unet":
-            g_kwargs: dict[str, Any] = {"num_downs": c.unet_depth(), "dropout": c.dropout}
-        else:
-            g_kwargs = {"dropout": c.dropout}
-        g_kwargs.update(in_channels=c.in_channels, out_channels=c.out_channels, ngf=c.ngf, norm=c.norm)
         self.g_arch = c.generator
-        self.g_kwargs = registry.resolve_kwargs(c.generator, **g_kwargs)
-        d_kwargs: dict[str, Any] = {"in_channels": c.in_channels + c.out_channels, "ndf": c.ndf, "norm": c.norm}
-        if c.discriminator == "patchgan":
-            d_kwargs["n_layers"] = c.n_layers_d
+        self.g_kwargs = c.generator_kwargs()
         self.nets = {
             "g": init_weights(registry.build(self.g_arch, **self.g_kwargs), c.init, c.init_gain),
-            "d": init_weights(registry.build(c.discriminator, **d_kwargs), c.init, c.init_gain),
+            "d": init_weights(registry.build(c.discriminator, **c.discriminator_kwargs()), c.init, c.init_gain),
         }
         betas = (c.beta1, c.beta2)
         self.optimizers = {

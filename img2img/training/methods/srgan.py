@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from img2img import losses
+from img2img.data.degrade import DEGRADATIONS
 from img2img.networks import registry
-from img2img.training.config import ConfigError, TrainConfig, check_choice
+from img2img.training.config import ConfigError, TrainConfig, option, probe_network
 from img2img.training.method import Export, Method, Prediction, StepContext, adam, set_requires_grad
 from img2img.training.schedules import Schedule, schedule_from_config
 
@@ -54,6 +55,8 @@ class SRGANConfig(TrainConfig):
         starts from its trained SRResNet (``--pretrain-steps 0 --init-from RUN``), and a finished
         run can be fine-tuned (e.g. on larger crops). Its architecture and kwargs must equal this
         run's generator. Not read on ``--resume``: the checkpoint holds the weights.
+    degradation: how LR crops are made from HR crops (``bicubic``, ``realesrgan`` or ``photo``:
+        ``img2img.data.degrade``); ignored when the data has LR files.
     pixel_loss: ``l2`` (MSE, as the paper), ``l1`` or ``charbonnier``; phase 1 weight is 1.
     pixel_weight: weight of the pixel loss in phase 2 (0 in the paper).
     perceptual: ``vgg`` (VGG19 feature loss) or ``none``.
@@ -69,46 +72,41 @@ class SRGANConfig(TrainConfig):
 
     image_size: int = 96
     batch_size: int = 16
+    val_data: str = option("", help="Held-out HR folder for validation PSNR/SSIM.", path="dir")
+    val_every: int = option(1000, help="Validate every N steps (PSNR/SSIM on Y, border crop = scale).")
     lr_schedule: str = "constant"
-    scale: int = 4
-    arch: str = "srresnet"
-    num_feat: int = 64
-    num_block: int = 0
-    init: str = "network"
-    pretrain_steps: int = 0
-    init_from: str = ""
-    pixel_loss: str = "l2"
-    pixel_weight: float = 0.0
-    perceptual: str = "vgg"
-    perceptual_layer: str = "relu5_4"
-    perceptual_weight: float = 0.006
-    perceptual_criterion: str = "l2"
-    vgg_weights: str = ""
-    gan_mode: str = "vanilla"
-    adv_weight: float = 1e-3
+    scale: int = option(4, help="Upscaling factor (rrdbnet: 2 or 4).", choices=(2, 3, 4))
+    arch: str = option("srresnet", choices=SR_ARCHS,
+                       help="Generator: srresnet (paper, BN), msrresnet (BasicSR, no BN) or rrdbnet (ESRGAN).")
+    num_feat: int = option(64, help="Generator width.")
+    num_block: int = option(0, help="Generator residual blocks (0: the architecture's default).")
+    init: str = option("network", choices=("network", "zero_last"))
+    pretrain_steps: int = option(0, help="Phase 1 steps (pixel loss only); the rest is phase 2 (GAN).")
+    init_from: str = option("", help="Start the generator from this model (run dir, .safetensors or reference "
+                                     ".pth), e.g. the SRResNet for phase 2 or a run to fine-tune; same "
+                                     "architecture and sizes.")
+    degradation: str = option("bicubic", choices=DEGRADATIONS,
+                              help="How LR crops are made from HR crops (data/degrade.py): bicubic, "
+                                   "realesrgan or photo (real-world photos: blur, noise, JPEG).")
+    pixel_loss: str = option("l2", help="Pixel loss (l2 = MSE).", choices=losses.PIXEL_KINDS)
+    pixel_weight: float = option(0.0, help="Weight of the pixel loss in phase 2.")
+    perceptual: str = option("vgg", help="Phase 2 content loss on VGG19 features.", choices=PERCEPTUAL_KINDS)
+    perceptual_layer: str = option("relu5_4", help="VGG19 layer of the content loss (relu5_4 = VGG54).")
+    perceptual_weight: float = option(0.006, help="Weight of the content loss.")
+    perceptual_criterion: str = option("l2", choices=("l1", "l2"))
+    vgg_weights: str = option("", help="Local torchvision vgg19 state dict (.pth).", path="file")
+    gan_mode: str = option("vanilla", help="Adversarial loss (ragan: ESRGAN).", choices=SR_GAN_MODES)
+    adv_weight: float = option(1e-3, help="Weight of the adversarial loss.")
     ndf: int = 64
-    lr_g: float = 1e-4
-    lr_d: float = 1e-4
+    lr_g: float = option(1e-4, help="Generator Adam learning rate.")
+    lr_d: float = option(1e-4, help="Discriminator Adam learning rate.")
     beta1: float = 0.9
     beta2: float = 0.999
 
     def validate(self) -> None:
         super().validate()
-        check_choice("arch", self.arch, SR_ARCHS)
-        check_choice("init", self.init, ("network", "zero_last"))
-        check_choice("gan_mode", self.gan_mode, SR_GAN_MODES)
-        check_choice("perceptual", self.perceptual, PERCEPTUAL_KINDS)
-        check_choice("pixel_loss", self.pixel_loss, losses.PIXEL_KINDS)
-        check_choice("perceptual_criterion", self.perceptual_criterion, ("l1", "l2"))
-        allowed = (2, 4) if self.arch == "rrdbnet" else (2, 3, 4)
-        if self.scale not in allowed:
-            raise ConfigError(f"scale must be one of {', '.join(map(str, allowed))} for {self.arch}, not {self.scale}")
         if self.image_size % self.scale:
             raise ConfigError(f"image_size (HR crop) {self.image_size} must be a multiple of scale {self.scale}")
-        if self.has_phase2 and (self.image_size < 16 or self.image_size % 16):
-            raise ConfigError(
-                f"image_size {self.image_size}: the SRGAN discriminator needs an HR crop that is a multiple of 16"
-            )
         if self.perceptual_layer not in losses.vgg19_layer_names():
             raise ConfigError(f"perceptual_layer {self.perceptual_layer!r} is not a VGG19 layer "
                               f"(e.g. relu5_4, relu2_2, conv5_4)")
@@ -121,6 +119,17 @@ class SRGANConfig(TrainConfig):
         for name in ("pixel_weight", "perceptual_weight", "adv_weight", "lr_g", "lr_d"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, not {getattr(self, name)}")
+        # The networks say what they accept: the generator its scales and LR sizes, D its crop size.
+        g = probe_network(self.arch, self.generator_kwargs())
+        lr_side = self.image_size // self.scale
+        if lr_side % g.size_multiple or lr_side < g.min_size:
+            raise ConfigError(f"image_size {self.image_size} gives {lr_side}-px LR crops; {self.arch} x{self.scale} "
+                              f"needs a multiple of {g.size_multiple} (at least {g.min_size})")
+        if self.has_phase2:
+            try:
+                probe_network("srgan_d", {"in_channels": 3, "ndf": self.ndf, "input_size": self.image_size})
+            except ConfigError as e:
+                raise ConfigError(f"image_size {self.image_size} (the HR crop the discriminator sees): {e}") from None
 
     @property
     def has_phase2(self) -> bool:
@@ -174,13 +183,19 @@ def _hub_checkpoint_dir() -> str:
 
 
 class SRGAN(Method):
-    """SRGAN / SRResNet training (see the module docstring for the phases)."""
+    """SRGAN / SRResNet super-resolution from a folder of HR images (LR made by bicubic downscaling).
+
+    Phase 1 (--pretrain-steps) trains the generator on the pixel loss alone, phase 2 (the rest)
+    adds the VGG content loss and the discriminator. Example (PSNR model only, then GAN fine-tuning):
+      img2img train srgan --data photos --out runs/sr --scale 4 --steps 20000 --pretrain-steps 20000
+      img2img train srgan --data photos --out runs/srgan --scale 4 --steps 40000 --pretrain-steps 20000
+    """
 
     name = "srgan"
     config_class = SRGANConfig
     dataset_kind = "sr"
     ema_nets = ("g",)
-    val_y_channel, val_crop = True, -1
+    val_y_channel = True
 
     def __init__(self, config: SRGANConfig) -> None:
         super().__init__(config)
@@ -201,6 +216,13 @@ class SRGAN(Method):
         self.perceptual: losses.PerceptualLoss | None = None
         if config.has_phase2 and config.perceptual == "vgg" and config.perceptual_weight > 0:
             self.perceptual = build_perceptual(config)
+
+    @property
+    def val_crop(self) -> int:  # the SR convention: validation crops `scale` border pixels
+        return self.config.scale
+
+    def dataset_options(self) -> dict[str, Any]:
+        return {"scale": self.config.scale, "degradation": self.config.degradation}
 
     def setup(self, *, total_steps: int) -> None:
         super().setup(total_steps=total_steps)
@@ -304,8 +326,10 @@ def _zero_last_init(net: nn.Module) -> None:
 
 
 def _d_size(config: SRGANConfig) -> int:
-    """Discriminator input side: the HR crop (rounded down to 16 for pixel-only runs, where D is idle)."""
-    return max(16, config.image_size - config.image_size % 16)
+    """Discriminator input side: the HR crop (rounded down to the D's size multiple for pixel-only
+    runs, where D is idle)."""
+    multiple = registry.get_spec("srgan_d").builder.size_multiple
+    return max(multiple, config.image_size - config.image_size % multiple)
 
 
 def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
