@@ -27,7 +27,7 @@ from img2img.inference import Engine
 from img2img.web import create_app, find_models
 from img2img.web.events import Broadcaster
 from img2img.web.processing import denoise, resize
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 from tests.web_fixtures import models_folder, photo
 
 HEADERS = {"x-img2img": "1"}

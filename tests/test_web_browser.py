@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from img2img import image_io
 from img2img.cli import cli
 from img2img.web import create_app
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 from tests.web_fixtures import models_folder, photo
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -9,7 +9,7 @@ import torch
 from img2img import image_io
 from img2img.checkpoints import save_model
 from img2img.networks import build
-from tests.conftest import smooth_rgb
+from tests.helpers import smooth_rgb
 
 RRDB_X2 = {"scale": 2, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}
 RESNET = {"ngf": 4, "n_blocks": 1}
