@@ -159,7 +159,8 @@ def test_uploads_are_limited_in_bytes_and_pixels(models: Path, tmp_path: Path) -
         response = upload(client, src, "sr-tiny")
         assert response.status_code == 422
         assert response.json()["error"] == ("image is 40x40 = 1,600 pixels, over the limit of 1,000 "
-                                            "(a guard against decompression bombs)")
+                                            "(a guard against decompression bombs); to read it, raise the limit to 1600 or more "
+                                            "(img2img --max-pixels / IMG2IMG_MAX_PIXELS, or read_image(max_pixels=))")
 
 
 @pytest.mark.parametrize("model", ["", "no-such-model", "../models/sr-tiny.safetensors", "sr-tiny.safetensors"])
