@@ -202,3 +202,41 @@ def test_two_cpu_workers_give_the_one_worker_result() -> None:
     pooled = Engine(model, tile=32, overlap=8, workers=2)
     assert pooled.workers == 2 and pooled.batch == 2
     np.testing.assert_array_equal(pooled(pixels), Engine(model, tile=32, overlap=8, workers=1, batch=2)(pixels))
+
+
+def test_a_pil_image_gives_a_pil_image_equal_to_the_array_path() -> None:
+    import PIL.Image
+
+    engine = Engine(small_sr(), tile=32, overlap=8)
+    pixels = smooth_rgb(20, 24)
+    out = engine(PIL.Image.fromarray(pixels))
+    assert isinstance(out, PIL.Image.Image) and out.size == (48, 40) and out.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(out), engine(pixels))
+
+
+def test_a_read_only_array_runs_without_any_warning() -> None:
+    import warnings
+
+    engine = Engine(small_sr(), tile=32, overlap=8)
+    pixels = smooth_rgb(20, 24)
+    frozen = pixels.copy()
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = engine(frozen)
+    np.testing.assert_array_equal(out, engine(pixels))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_float_array_in_0_1_gives_floats_matching_the_16_bit_path(dtype: type) -> None:
+    engine = Engine(small_sr(), tile=32, overlap=8)
+    as16 = smooth_rgb(20, 24).astype(np.uint16) * 257  # 8-bit values spread over the 16-bit range
+    out = engine((as16 / 65535.0).astype(dtype))
+    assert out.dtype == dtype and out.shape == (40, 48, 3)
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    np.testing.assert_allclose(out, engine(as16) / 65535.0, atol=1e-6)
+
+
+def test_an_unsupported_input_names_the_accepted_types() -> None:
+    with pytest.raises(TypeError, match="numpy array.*PIL image.*tensor, got list"):
+        Engine(small_sr(), tile=32, overlap=8)([[0, 1]])

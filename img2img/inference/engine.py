@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 import numpy as np
+import PIL.Image
 import torch
 
 from img2img import image_io
@@ -140,6 +141,9 @@ class Engine:
 
         - ndarray (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8/uint16 -> same layout and
           dtype, sides times ``scale``.
+        - ndarray float32/float64 in [0, 1] (same layouts) -> same dtype and layout in [0, 1].
+          Read-only arrays (``np.asarray(pil_image)``) are copied, so no warning is raised.
+        - PIL image (L, RGB, RGBA, I;16; other modes converted to RGB/RGBA) -> PIL image.
         - Image -> Image (alpha and ICC profile carried, path None).
         - tensor (C, H, W) or (B, C, H, W) float in the model's value range -> float tensor
           (.., C_out, H*scale, W*scale) on the input's device, not clamped.
@@ -152,10 +156,30 @@ class Engine:
         if isinstance(image, torch.Tensor):
             return self.run_tensor(image, progress=progress)
         if isinstance(image, np.ndarray):
-            return self.run_pixels(image, progress=progress)
+            return self._run_array(image, progress)
         if isinstance(image, image_io.Image):
             return self.run_image(image, progress=progress)
-        raise TypeError(f"Engine expects a numpy array, an Image or a tensor, got {type(image).__name__}")
+        if isinstance(image, PIL.Image.Image):
+            return self._run_pil(image, progress)
+        raise TypeError(
+            "Engine accepts a numpy array (uint8/uint16, or float32/float64 in [0, 1]), a PIL image, "
+            f"an img2img Image or a torch tensor, got {type(image).__name__}"
+        )
+
+    def _run_array(self, pixels: np.ndarray, progress: Progress | None) -> np.ndarray:
+        if pixels.dtype in (np.float32, np.float64):
+            # Floats in [0, 1] go through the 16-bit path so little precision is lost before the model.
+            as16 = np.round(np.clip(pixels, 0.0, 1.0) * 65535.0).astype(np.uint16)
+            return (self.run_pixels(as16, progress=progress) / 65535.0).astype(pixels.dtype)
+        if not pixels.flags.writeable:
+            # torch warns on non-writable arrays (e.g. np.asarray of a PIL image); a copy avoids it.
+            pixels = np.array(pixels)
+        return self.run_pixels(pixels, progress=progress)
+
+    def _run_pil(self, image: PIL.Image.Image, progress: Progress | None) -> PIL.Image.Image:
+        if image.mode not in ("L", "RGB", "RGBA", "I;16"):
+            image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+        return PIL.Image.fromarray(self._run_array(np.array(image), progress))
 
     def run_image(self, image: image_io.Image, *, progress: Progress | None = None) -> image_io.Image:
         """Translate / upscale an ``Image``: colour through the model, alpha resized beside it."""
