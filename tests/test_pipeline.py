@@ -99,9 +99,10 @@ def test_image_record_keeps_alpha_icc_and_16_bits() -> None:
     assert out.icc_profile == b"profile" and out.path is None
 
 
-def test_float_pixels_are_refused_with_a_clear_message() -> None:
+def test_integer_pixels_other_than_8_or_16_bit_are_refused_with_a_clear_message() -> None:
+    # float32/float64 in [0, 1] are accepted (tests/test_inference_api.py); int32 is not.
     with pytest.raises(TypeError, match="uint8 or uint16"):
-        Engine(nearest_model(2))(np.zeros((4, 4, 3), np.float32))
+        Engine(nearest_model(2))(np.zeros((4, 4, 3), np.int32))
 
 
 # ------------------------------------------------------------------------------- folders

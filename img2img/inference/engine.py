@@ -446,6 +446,6 @@ def _check_finite_weights(net: torch.nn.Module) -> None:
 
 def _check_pixels(pixels: np.ndarray) -> None:
     if pixels.dtype not in (np.uint8, np.uint16):
-        raise TypeError(f"expected uint8 or uint16 pixels, got {pixels.dtype}; pass floats as a tensor")
+        raise TypeError(f"expected uint8 or uint16 pixels, got {pixels.dtype} (floats in [0, 1] are accepted too)")
     if not (pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (1, 3, 4))):
         raise ValueError(f"expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) pixels, got {pixels.shape}")
