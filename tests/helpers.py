@@ -99,3 +99,20 @@ def check_learned(result: dict) -> None:
     # Reconstructions got much closer to the inputs.
     assert end["ab"][1] < 0.6 * start["ab"][1], (start, end)
     assert end["ba"][1] < 0.6 * start["ba"][1], (start, end)
+
+
+def write_permuted_pairs(root, *, count: int, size: int, order=(2, 0, 1)):
+    """``root/trainA`` and ``root/trainB``: ``count`` smooth RGB PNGs of ``size`` px, B = A with its
+    channels in ``order`` (a paired task a tiny pix2pix can learn). Returns ``root``."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(root)
+    for side in ("A", "B"):
+        (root / f"train{side}").mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        a = smooth_rgb(size, size, seed=i)
+        Image.fromarray(a).save(root / "trainA" / f"{i}.png")
+        Image.fromarray(np.ascontiguousarray(a[..., list(order)])).save(root / "trainB" / f"{i}.png")
+    return root

@@ -48,8 +48,6 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 
 
-
-
 def _write(folder: Path, n: int, size: int, first: int, permute: bool = False) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(n):

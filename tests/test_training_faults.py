@@ -10,15 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 
 from img2img.cli import cli
 from img2img.training.state import checkpoint_path, load_checkpoint
-from tests.helpers import smooth_rgb
+from tests.helpers import write_permuted_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
@@ -28,18 +26,9 @@ TINY = ["--image-size", "32", "--ngf", "4", "--ndf", "4", "--num-workers", "0", 
         "--set", "tensorboard=false"]
 
 
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pairs")
-    for side in ("A", "B"):
-        (root / f"train{side}").mkdir()
-    for i in range(4):
-        a = smooth_rgb(36, 36, seed=i)
-        Image.fromarray(a).save(root / "trainA" / f"{i}.png")
-        Image.fromarray(np.ascontiguousarray(a[..., [2, 0, 1]])).save(root / "trainB" / f"{i}.png")
-    return root
+    return write_permuted_pairs(tmp_path_factory.mktemp("pairs"), count=4, size=36)
 
 
 def train(*args: str, quiet: bool = True):

@@ -7,12 +7,10 @@ import json
 from dataclasses import dataclass
 
 import click
-import numpy as np
 import pytest
 import torch
 import yaml
 from click.testing import CliRunner
-from PIL import Image
 from torch import nn
 
 from img2img.cli import cli
@@ -22,7 +20,7 @@ from img2img.training.method import Method, Prediction, StepContext
 from img2img.training.methods import METHODS
 from img2img.training.methods.cycle import CycleConfig
 from img2img.training.methods.srgan import SRGAN, SRGANConfig
-from tests.helpers import smooth_rgb
+from tests.helpers import write_permuted_pairs
 
 # --- the toy method: everything a new method writes, in one place ------------------------------
 
@@ -75,14 +73,7 @@ def shift_registered(monkeypatch):
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pairs")
-    for side in ("A", "B"):
-        (root / f"train{side}").mkdir()
-    for i in range(3):
-        a = smooth_rgb(16, 16, seed=i)
-        Image.fromarray(a).save(root / "trainA" / f"{i}.png")
-        Image.fromarray(np.ascontiguousarray(a[..., ::-1])).save(root / "trainB" / f"{i}.png")
-    return root
+    return write_permuted_pairs(tmp_path_factory.mktemp("pairs"), count=3, size=16, order=(2, 1, 0))
 
 
 def test_a_table_entry_is_a_subcommand_with_generated_flags(shift_registered) -> None:

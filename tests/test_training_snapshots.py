@@ -13,7 +13,7 @@ from img2img.checkpoints import CheckpointError, load_model
 from img2img.cli import cli
 from img2img.training.run import train as train_api
 from img2img.training.state import checkpoint_path, load_checkpoint
-from tests.helpers import smooth_rgb
+from tests.helpers import write_permuted_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny nets, one intra-op thread
 
@@ -21,18 +21,9 @@ TINY = ["--image-size", "32", "--ngf", "4", "--ndf", "4", "--num-workers", "0", 
         "--set", "n_layers_d=2", "--set", "val_every=0", "--set", "tensorboard=false"]
 
 
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pairs")
-    for side in ("A", "B"):
-        (root / f"train{side}").mkdir()
-    for i in range(4):
-        a = smooth_rgb(36, 36, seed=i)
-        Image.fromarray(a).save(root / "trainA" / f"{i}.png")
-        Image.fromarray(np.ascontiguousarray(a[..., [2, 0, 1]])).save(root / "trainB" / f"{i}.png")
-    return root
+    return write_permuted_pairs(tmp_path_factory.mktemp("pairs"), count=4, size=36)
 
 
 @pytest.fixture(scope="module")

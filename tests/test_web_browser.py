@@ -82,8 +82,6 @@ def page(browser: Browser, server: str) -> Iterator[Page]:
     context.close()
 
 
-
-
 def advanced(page: Page, **values: str) -> None:
     page.locator("#advanced summary").click()
     for key, value in values.items():
