@@ -164,6 +164,7 @@ def test_skipped_blocks_still_parse(block: Block) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # every README command in turn (training, export, serve blocks): minutes, not seconds
 def test_readme_examples_run_in_order(workspace: Path) -> None:
     env = environment(workspace)
     for block in readme_blocks():
