@@ -332,6 +332,76 @@ def test_cmyk_comes_out_rgb_without_alpha(tmp_path, fmt):
     assert np.abs(back.pixels.astype(int) - rgb.astype(int)).max() <= 3
 
 
+# --------------------------------------------------------------------------- EXIF and DPI
+
+
+def camera_exif(orientation: int) -> bytes:
+    """An EXIF block as a camera writes one: orientation, make, model (Pillow's serialisation)."""
+    exif = PIL.Image.Exif()
+    exif[0x0112], exif[0x010F], exif[0x0110] = orientation, "TestMake", "Model 7"
+    return exif.tobytes()
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+def test_exif_carried_with_orientation_reset(tmp_path, suffix):
+    source = PIL.Image.fromarray(smooth_rgb(20, 32))
+    (tmp_path / "in.jpg").write_bytes(pil_bytes(source, "JPEG", exif=camera_exif(6)))
+    img = read_image(tmp_path / "in.jpg")
+    assert img.exif is not None and img.pixels.shape[:2] == (32, 20)  # turned upright on reading
+    write_image(tmp_path / f"out{suffix}", img)
+    with PIL.Image.open(tmp_path / f"out{suffix}") as im:  # an independent reader
+        tags = dict(im.getexif())
+        assert im.size == (20, 32)
+    assert tags[0x010F] == "TestMake" and tags[0x0110] == "Model 7"
+    assert tags[0x0112] == 1  # upright pixels: a viewer must not turn them again
+    back = read_image(tmp_path / f"out{suffix}")
+    np.testing.assert_array_equal(back.pixels.shape, img.pixels.shape)
+
+
+def test_exif_orientation_set_by_a_caller_is_still_written_as_1(tmp_path):
+    img = make_image("rgb")
+    img.exif = camera_exif(8)[6:]  # TIFF-structured bytes, as Image.exif holds them
+    write_image(tmp_path / "x.png", img)
+    with PIL.Image.open(tmp_path / "x.png") as im:
+        assert im.getexif()[0x0112] == 1
+    np.testing.assert_array_equal(read_image(tmp_path / "x.png").pixels, img.pixels)
+
+
+def test_unreadable_exif_is_dropped_not_fatal(tmp_path):
+    img = make_image("rgb")
+    img.exif = b"not a TIFF structure"
+    write_image(tmp_path / "x.jpg", img)
+    with PIL.Image.open(tmp_path / "x.jpg") as im:
+        assert "exif" not in im.info
+
+
+@pytest.mark.parametrize(
+    ("suffix", "layout"),
+    [(".jpg", "rgb"), (".png", "rgb"), (".png", "gray_alpha"), (".tif", "rgb"), (".tif", "gray_alpha"),
+     (".bmp", "rgb")],
+)
+def test_dpi_carried(tmp_path, suffix, layout):
+    img = make_image(layout)
+    img.dpi = (300.0, 150.0)
+    write_image(tmp_path / f"x{suffix}", img)
+    with PIL.Image.open(tmp_path / f"x{suffix}") as im:  # an independent reader
+        np.testing.assert_allclose([float(v) for v in im.info["dpi"]], (300, 150), atol=0.05)  # PNG/BMP store whole pixels per metre
+    np.testing.assert_allclose(read_image(tmp_path / f"x{suffix}").dpi, (300, 150), atol=0.05)
+    np.testing.assert_array_equal(read_image(tmp_path / f"x{suffix}").pixels.shape, img.pixels.shape)
+
+
+def test_dpi_follows_a_quarter_turn(tmp_path):
+    source = PIL.Image.fromarray(smooth_rgb(20, 32))
+    (tmp_path / "in.jpg").write_bytes(pil_bytes(source, "JPEG", exif=camera_exif(6), dpi=(300, 150)))
+    assert read_image(tmp_path / "in.jpg").dpi == (150.0, 300.0)
+
+
+def test_no_exif_or_dpi_read_from_a_plain_file(tmp_path):
+    (tmp_path / "p.png").write_bytes(pil_bytes(PIL.Image.fromarray(smooth_rgb(8, 8)), "PNG"))
+    img = read_image(tmp_path / "p.png")
+    assert img.exif is None and img.dpi is None
+
+
 # --------------------------------------------------------------------------- orientation
 
 

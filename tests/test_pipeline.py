@@ -89,14 +89,17 @@ def test_rgba_alpha_is_resized_beside_the_colour() -> None:
     np.testing.assert_array_equal(through_model[:, :, 3], repeat(ramp, 2))
 
 
-def test_image_record_keeps_alpha_icc_and_16_bits() -> None:
+def test_image_record_keeps_alpha_icc_exif_dpi_and_16_bits() -> None:
     pixels = smooth_rgb(16, 18, dtype=np.uint16)
     alpha = np.full((16, 18), 40000, np.uint16)
-    image = image_io.Image(pixels=pixels, alpha=alpha, path=Path("x.png"), icc_profile=b"profile")
+    image = image_io.Image(
+        pixels=pixels, alpha=alpha, path=Path("x.png"), icc_profile=b"profile", exif=b"II*\x00exif", dpi=(300.0, 300.0)
+    )
     out = Engine(nearest_model(2), tile=0).run_image(image)
     np.testing.assert_array_equal(out.pixels, repeat(pixels, 2))
     np.testing.assert_array_equal(out.alpha, np.full((32, 36), 40000, np.uint16))
     assert out.icc_profile == b"profile" and out.path is None
+    assert out.exif == b"II*\x00exif" and out.dpi == (300.0, 300.0)  # the DPI value is kept, not scaled
 
 
 def test_integer_pixels_other_than_8_or_16_bit_are_refused_with_a_clear_message() -> None:

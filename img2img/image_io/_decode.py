@@ -16,7 +16,14 @@ import cv2
 import numpy as np
 import PIL.Image
 
-from img2img.image_io._record import DEFAULT_MAX_PIXELS, Image, ImageIOError, cv_message, icc_colour_space
+from img2img.image_io._record import (
+    DEFAULT_MAX_PIXELS,
+    Image,
+    ImageIOError,
+    cv_message,
+    icc_colour_space,
+    upright_exif,
+)
 
 # Pillow format names -> ours. MPO is a JPEG with more pictures appended (many camera files); Pillow's
 # JPEG opener returns it, so it is not a name to open with.
@@ -67,6 +74,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT
             raise ImageIOError(path, "truncated JPEG (the data ends before the end-of-image marker)")
         orientation = _exif_orientation(path, pil, fmt)
         icc = pil.info.get("icc_profile") or None
+        exif, dpi = _exif_block(pil, fmt), _dpi(pil)
         if _needs_pillow_decode(pil, fmt):
             colour, alpha, already_oriented = _decode_with_pillow(path, pil, fmt)
         else:
@@ -82,7 +90,9 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT
         alpha = None if alpha is None else _apply_orientation(alpha, orientation)
     if icc is not None and icc_colour_space(icc) != ("GRAY" if colour.shape[2] == 1 else "RGB "):
         icc = None  # e.g. a CMYK profile: it does not describe the RGB pixels OpenCV converted to
-    return Image(pixels=colour, alpha=alpha, path=path, icc_profile=icc)
+    if dpi is not None and orientation >= 5:
+        dpi = dpi[::-1]  # turned a quarter: the horizontal density is the stored vertical one
+    return Image(pixels=colour, alpha=alpha, path=path, icc_profile=icc, exif=exif, dpi=dpi)
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -198,6 +208,23 @@ def _exif_orientation(path: Path, pil: PIL.Image.Image, fmt: str) -> int:
         warnings.warn(f"{path}: unreadable EXIF data ({err}); orientation not applied", stacklevel=3)
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _exif_block(pil: PIL.Image.Image, fmt: str) -> bytes | None:
+    """The EXIF block of a JPEG, WebP or PNG, orientation reset (``Image.exif``). A TIFF's EXIF is
+    its own tags, which are not carried; BMP has none."""
+    raw = pil.info.get("exif") if fmt in ("JPEG", "WEBP", "PNG") else None
+    return upright_exif(raw.removeprefix(b"Exif\x00\x00")) if isinstance(raw, bytes) else None
+
+
+def _dpi(pil: PIL.Image.Image) -> tuple[float, float] | None:
+    """Dots per inch as the header states them (JFIF/EXIF, pHYs, TIFF or BMP resolution), or None."""
+    dpi = pil.info.get("dpi")
+    try:
+        x, y = (float(v) for v in dpi)
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if 0 < x < 1e6 and 0 < y < 1e6 else None
 
 
 def _needs_pillow_decode(pil: PIL.Image.Image, fmt: str) -> bool:

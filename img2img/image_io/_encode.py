@@ -25,9 +25,10 @@ from img2img.image_io._record import (
     check_fields,
     cv_message,
     icc_colour_space,
+    upright_exif,
 )
 
-# OpenCV >= 4.13 embeds ICC profiles in PNG/JPEG/WebP; 4.12 accepts them and writes nothing.
+# OpenCV >= 4.13 embeds ICC profiles and EXIF in PNG/JPEG/WebP; 4.12 accepts them and writes nothing.
 _MIN_OPENCV_FOR_ICC = (4, 13)
 
 _SUFFIX_FORMAT = {
@@ -79,11 +80,15 @@ def _encode(path: Path, fmt: str, image: Image, quality: int) -> bytes:
         colour, gray = np.repeat(colour, 3, axis=2), False
     if icc is not None and (fmt == "BMP" or icc_colour_space(icc) != ("GRAY" if gray else "RGB ")):
         icc = None  # BMP: OpenCV cannot embed one; a gray profile cannot describe RGB pixels
+    # EXIF where the format has a block for it (a TIFF's EXIF would be its own tags: not carried);
+    # its orientation is 1 whatever the caller set, since the pixels are written as they are.
+    exif = upright_exif(image.exif) if image.exif and fmt in ("JPEG", "PNG", "WEBP") else None
+    dpi = image.dpi if fmt != "WEBP" else None  # WebP states no resolution outside EXIF
 
     if gray and alpha is not None:
         if fmt == "PNG":
-            return _png_gray_alpha(colour[:, :, 0], alpha, icc)
-        return _tiff_gray_alpha_8bit(path, colour[:, :, 0], alpha, icc)
+            return _png_gray_alpha(colour[:, :, 0], alpha, icc, exif, dpi)
+        return _tiff_gray_alpha_8bit(path, colour[:, :, 0], alpha, icc, dpi)
 
     if gray:
         array = colour[:, :, 0]
@@ -95,11 +100,14 @@ def _encode(path: Path, fmt: str, image: Image, quality: int) -> bytes:
         fmt, []
     )
     ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}[fmt]
+    metadata = [] if fmt == "TIFF" or icc is None else [(cv2.IMAGE_METADATA_ICCP, icc)]
+    metadata += [] if exif is None else [(cv2.IMAGE_METADATA_EXIF, exif)]
     try:
-        if icc is not None and fmt != "TIFF":
-            _require_opencv_icc(path)
+        if metadata:
+            _require_opencv_metadata(path)
+            kinds, blocks = zip(*metadata, strict=True)
             ok, buf = cv2.imencodeWithMetadata(
-                ext, array, [cv2.IMAGE_METADATA_ICCP], [np.frombuffer(icc, np.uint8)], params
+                ext, array, list(kinds), [np.frombuffer(b, np.uint8) for b in blocks], params
             )
         else:
             ok, buf = cv2.imencode(ext, array, params)
@@ -114,8 +122,32 @@ def _encode(path: Path, fmt: str, image: Image, quality: int) -> bytes:
             tags.append((338, 3, 1, struct.pack("<H", 2)))
         if icc is not None:  # OpenCV's TIFF encoder cannot embed a profile
             tags.append((34675, 7, len(icc), icc))
+        if dpi is not None:
+            tags += _tiff_resolution_tags(dpi)
         if tags:
             data = _tiff_with_tags(path, data, tags)
+    elif dpi is not None:
+        data = _with_dpi(fmt, data, dpi)
+    return data
+
+
+def _tiff_resolution_tags(dpi: tuple[float, float]) -> list[tuple[int, int, int, bytes]]:
+    """XResolution, YResolution (RATIONAL, in thousandths) and ResolutionUnit = inch."""
+    rational = [struct.pack("<II", max(1, round(d * 1000)), 1000) for d in dpi]
+    return [(282, 5, 1, rational[0]), (283, 5, 1, rational[1]), (296, 3, 1, struct.pack("<H", 2))]
+
+
+def _with_dpi(fmt: str, data: bytes, dpi: tuple[float, float]) -> bytes:
+    """PNG/JPEG/BMP bytes as OpenCV encoded them, with the resolution set to ``dpi``."""
+    if fmt == "PNG":  # a pHYs chunk (pixels per metre) right after IHDR, which is 8 + 25 bytes
+        return data[:33] + _png_phys(dpi) + data[33:]
+    if fmt == "JPEG" and data[2:4] == b"\xff\xe0" and data[6:11] == b"JFIF\x00":
+        # JFIF APP0 at the start: units at byte 13 (1 = dots per inch), X/Y density at 14..17.
+        density = struct.pack(">BHH", 1, *(min(max(round(d), 1), 65535) for d in dpi))
+        return data[:13] + density + data[18:]
+    if fmt == "BMP":  # BITMAPINFOHEADER's pixels per metre at bytes 38..45
+        per_metre = struct.pack("<ii", *(round(d / 0.0254) for d in dpi))
+        return data[:38] + per_metre + data[46:]
     return data
 
 
@@ -124,13 +156,14 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return ((arr.astype(np.uint32) + 128) // 257).astype(np.uint8)
 
 
-def _require_opencv_icc(path: Path) -> None:
+def _require_opencv_metadata(path: Path) -> None:
     version = tuple(int(part) for part in re.findall(r"\d+", cv2.__version__)[:2])
     if version < _MIN_OPENCV_FOR_ICC:
         raise ImageIOError(
             path,
-            f"embedding the ICC profile needs OpenCV >= {'.'.join(map(str, _MIN_OPENCV_FOR_ICC))} "
-            f"(installed: {cv2.__version__}); upgrade opencv-python-headless or drop image.icc_profile",
+            f"embedding the ICC profile or EXIF needs OpenCV >= {'.'.join(map(str, _MIN_OPENCV_FOR_ICC))} "
+            f"(installed: {cv2.__version__}); upgrade opencv-python-headless or drop image.icc_profile "
+            "and image.exif",
         )
 
 
@@ -138,7 +171,18 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
-def _png_gray_alpha(gray: np.ndarray, alpha: np.ndarray, icc: bytes | None) -> bytes:
+def _png_phys(dpi: tuple[float, float]) -> bytes:
+    """A pHYs chunk: pixels per metre, unit 1 (metre)."""
+    return _png_chunk(b"pHYs", struct.pack(">IIB", *(round(d / 0.0254) for d in dpi), 1))
+
+
+def _png_gray_alpha(
+    gray: np.ndarray,
+    alpha: np.ndarray,
+    icc: bytes | None,
+    exif: bytes | None,
+    dpi: tuple[float, float] | None,
+) -> bytes:
     """A gray+alpha PNG (colour type 4, 8 or 16 bits), which OpenCV's encoder cannot write."""
     height, width = gray.shape
     depth = 8 * gray.dtype.itemsize
@@ -152,16 +196,24 @@ def _png_gray_alpha(gray: np.ndarray, alpha: np.ndarray, icc: bytes | None) -> b
     chunks = [_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, 4, 0, 0, 0))]
     if icc is not None:
         chunks.append(_png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc)))
+    if dpi is not None:
+        chunks.append(_png_phys(dpi))
+    if exif is not None:
+        chunks.append(_png_chunk(b"eXIf", exif))
     step = 1 << 30  # a chunk holds at most 2**31 - 1 bytes
     chunks += [_png_chunk(b"IDAT", compressed[i : i + step]) for i in range(0, len(compressed), step)]
     chunks.append(_png_chunk(b"IEND", b""))
     return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
 
 
-def _tiff_gray_alpha_8bit(path: Path, gray: np.ndarray, alpha: np.ndarray, icc: bytes | None) -> bytes:
+def _tiff_gray_alpha_8bit(
+    path: Path, gray: np.ndarray, alpha: np.ndarray, icc: bytes | None, dpi: tuple[float, float] | None
+) -> bytes:
     """An 8-bit gray+alpha TIFF, which OpenCV's encoder cannot write; Pillow's can."""
     out = io.BytesIO()
-    extra = {} if icc is None else {"icc_profile": icc}
+    extra: dict[str, object] = {} if icc is None else {"icc_profile": icc}
+    if dpi is not None:
+        extra["dpi"] = dpi
     try:
         PIL.Image.fromarray(np.stack([gray, alpha], axis=2)).save(
             out, "TIFF", compression="tiff_adobe_deflate", **extra

@@ -6,6 +6,7 @@ Also the two small facts both codecs share (an ICC profile's colour space, OpenC
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,12 +41,16 @@ class Image:
     pixels: (H, W, C), C in {1, 3}, RGB order, uint8 or uint16, C-contiguous.
     alpha: (H, W), same dtype as pixels (straight, not premultiplied), or None.
     path: the file it was read from, if any. icc_profile: the embedded ICC profile, if any.
+    exif: the EXIF block (TIFF-structured bytes, no ``Exif\\0\\0`` header), its Orientation set to 1
+    (the pixels are upright), or None. dpi: (horizontal, vertical) dots per inch, or None.
     """
 
     pixels: np.ndarray
     alpha: np.ndarray | None = None
     path: Path | None = None
     icc_profile: bytes | None = None
+    exif: bytes | None = None
+    dpi: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         check_fields(self.pixels, self.alpha)
@@ -122,3 +127,31 @@ def cv_message(err: Exception) -> str:
     """The last non-empty line of an OpenCV error (the rest is its source location)."""
     lines = [line for line in str(err).splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(err).__name__
+
+
+_EXIF_BYTE_ORDER = {b"II*\x00": "<", b"MM\x00*": ">"}
+_ORIENTATION_TAG = 0x0112
+_SHORT = 3  # TIFF field type
+
+
+def upright_exif(raw: bytes) -> bytes | None:
+    """``raw`` EXIF (TIFF-structured bytes) with its Orientation set to 1, or None if unreadable.
+
+    Patched in place rather than re-serialised, so every other tag (maker notes with their own
+    offsets included) stays byte for byte as the camera wrote it.
+    """
+    order = _EXIF_BYTE_ORDER.get(raw[:4])
+    if order is None or len(raw) < 8:
+        return None
+    ifd = struct.unpack_from(order + "I", raw, 4)[0]
+    if ifd + 2 > len(raw):
+        return None
+    count = struct.unpack_from(order + "H", raw, ifd)[0]
+    if ifd + 2 + 12 * count > len(raw):
+        return None
+    out = bytearray(raw)
+    for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
+        tag, kind = struct.unpack_from(order + "HH", raw, entry)
+        if tag == _ORIENTATION_TAG and kind == _SHORT:
+            struct.pack_into(order + "H", out, entry + 8, 1)  # a SHORT sits at the start of the value field
+    return bytes(out)
