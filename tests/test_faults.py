@@ -348,3 +348,31 @@ def test_disk_full_while_writing_one_output(tmp_path: Path, monkeypatch: pytest.
     lines = [line for line in result.stderr.splitlines() if "a.png" in line]
     assert len(lines) == 1 and "No space left on device" in lines[0], result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["b.jpg"]  # no a.png, no temporary file
+
+
+@pytest.mark.parametrize("kind", ["component", "path"])
+def test_a_dst_name_too_long_for_the_file_system_is_one_line(tmp_path: Path, kind: str) -> None:
+    model = sr_model(tmp_path / "sr.safetensors")
+    # One name over NAME_MAX (255 bytes), or a path over PATH_MAX (4096 bytes) in valid names.
+    dst = tmp_path / ("n" * 300) if kind == "component" else tmp_path.joinpath(*["d" * 200] * 21)
+    result = invoke("upscale", str(photos(tmp_path / "in")), str(dst), "-m", str(model))
+    assert result.exit_code in (EXIT_USAGE, EXIT_SOME_FAILED), result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines and all(line.startswith("error: ") for line in lines), result.stderr
+    assert "too long" in result.stderr.lower() and "Traceback" not in result.output + result.stderr
+
+
+def test_written_files_follow_the_umask_like_images(tmp_path: Path) -> None:
+    """Models, training checkpoints and images get 0o666 less the umask (mkstemp's 0o600 made models private)."""
+    from img2img.training.state import save_checkpoint
+
+    saved = os.umask(0o022)
+    try:
+        model = sr_model(tmp_path / "sr.safetensors")
+        save_checkpoint({"step": 1}, tmp_path / "run" / "last.pt")
+        image_io.write_image(tmp_path / "x.png", image_io.Image(pixels=smooth_rgb(4, 4)))
+    finally:
+        os.umask(saved)
+    for path in (model, tmp_path / "run" / "last.pt", tmp_path / "x.png"):
+        assert (path.stat().st_mode & 0o777) == 0o644, path
+    assert not list(tmp_path.rglob("*.tmp"))

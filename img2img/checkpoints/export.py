@@ -25,13 +25,13 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from img2img.atomic import replacing
 from img2img.checkpoints.descriptor import ModelDescriptor
 from img2img.checkpoints.errors import CheckpointError
 from img2img.checkpoints.format import metadata_document
@@ -142,22 +142,17 @@ def export_onnx(
         raise CheckpointError(f"{path}: ONNX files end in {ONNX_SUFFIX}")
     model = to_onnx(desc, half=half, opset=opset, provenance=provenance)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        Path(tmp_name).write_bytes(model.SerializeToString())
+    with replacing(path) as tmp:
+        tmp.write_bytes(model.SerializeToString())
         difference = None
         if check:
-            difference = parity(desc, tmp_name)
+            difference = parity(desc, tmp)
             dtype = torch.float16 if half else torch.float32
             limit = PARITY_TOLERANCE[dtype] * (desc.value_range[1] - desc.value_range[0])
             if not difference <= limit:
                 raise CheckpointError(
                     f"{path}: ONNX Runtime differs from torch by {difference:.3g} (limit {limit:.3g}); not written"
                 )
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
     return path, difference
 
 
@@ -253,11 +248,6 @@ def cached_onnx(desc: ModelDescriptor) -> Path:
         return path
     model = to_onnx(desc)
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        Path(tmp_name).write_bytes(model.SerializeToString())
-        os.replace(tmp_name, path)  # two processes exporting at once both write whole files
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    with replacing(path, fsync=False) as tmp:  # a cache: two processes exporting at once both write whole files
+        tmp.write_bytes(model.SerializeToString())
     return path

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from img2img._version import __version__
+from img2img.atomic import replacing
 from img2img.checkpoints.build import build_descriptor, check_state_fits
 from img2img.checkpoints.descriptor import ModelDescriptor
 from img2img.checkpoints.errors import CheckpointError
@@ -102,25 +102,19 @@ def save_model(
 
     document = metadata_document(desc)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        # safetensors refuses tensors that share memory; a clone per tensor makes them independent.
-        save_file(
-            {k: v.clone() for k, v in state.items()},
-            tmp_name,
-            metadata={"format": "pt", METADATA_KEY: json.dumps(document)},
-        )
-        os.replace(tmp_name, path)
+        with replacing(path) as tmp:
+            # safetensors refuses tensors that share memory; a clone per tensor makes them independent.
+            save_file(
+                {k: v.clone() for k, v in state.items()},
+                tmp,
+                metadata={"format": "pt", METADATA_KEY: json.dumps(document)},
+            )
     except SafetensorError as e:
         # the writer's I/O errors (disk full, file size limit) arrive wrapped: give callers the one
-        # type they handle for a failed write, OSError, and leave no partial file
-        Path(tmp_name).unlink(missing_ok=True)
+        # type they handle for a failed write, OSError (no partial file is left)
         code = re.search(r"os error (\d+)", str(e))
         raise (OSError(int(code[1]), os.strerror(int(code[1]))) if code else OSError(_one_line(e))) from None
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -10,12 +10,16 @@ docs/image_io.md.
 
 The private modules each do one job: ``_record`` (``Image``, ``ImageIOError``, suffixes, limits,
 listing), ``_decode`` (bytes -> ``Image``), ``_encode`` (``Image`` -> file, atomically), ``_convert``
-(pixels <-> tensors). Import from ``img2img.image_io`` only.
+(pixels <-> tensors), ``_resize`` (the one resize rule). Import from ``img2img.image_io`` only.
 """
 
+from img2img.atomic import (  # re-exported: the folder pipeline's names
+    remove_stale_temporaries,
+    temporary_name,
+)
 from img2img.image_io._convert import pixels_to_tensor, tensor_to_pixels
 from img2img.image_io._decode import read_image
-from img2img.image_io._encode import remove_stale_temporaries, temporary_name, write_image
+from img2img.image_io._encode import write_image
 from img2img.image_io._record import (
     BT601_LUMA,
     DEFAULT_MAX_PIXELS,
@@ -25,6 +29,7 @@ from img2img.image_io._record import (
     is_image_path,
     list_image_files,
 )
+from img2img.image_io._resize import resize_image, resize_pixels
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -37,6 +42,8 @@ __all__ = [
     "pixels_to_tensor",
     "read_image",
     "remove_stale_temporaries",
+    "resize_image",
+    "resize_pixels",
     "temporary_name",
     "tensor_to_pixels",
     "write_image",

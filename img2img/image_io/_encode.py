@@ -7,9 +7,7 @@ from __future__ import annotations
 import io
 import os
 import re
-import secrets
 import struct
-import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +16,7 @@ import cv2
 import numpy as np
 import PIL.Image
 
+from img2img.atomic import replacing
 from img2img.image_io._record import (
     SUPPORTED_SUFFIXES,
     Image,
@@ -259,70 +258,14 @@ def _tiff_with_tags(path: Path, data: bytes, tags: Sequence[tuple[int, int, int,
     return bytes(out)
 
 
-# ".NAME.1234abcd.tmp": a hidden name beside the output, recognisable so that the temporary files
-# of a killed run can be removed by the next one (``remove_stale_temporaries``).
-_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
-_NAME_MAX = 255  # bytes in one file name on the common file systems (ext4, XFS, APFS, NTFS in UTF-16 units)
-
-
-def temporary_name(name: str) -> str:
-    """A fresh hidden temporary name for writing ``name``, never longer than ``name`` may be
-    (the output's name is shortened inside it, not the 14 bytes that make it ours)."""
-    tag = f".{secrets.token_hex(4)}.tmp"
-    room = _NAME_MAX - 1 - len(tag)
-    encoded = os.fsencode(name)
-    if len(encoded) > room:
-        name = os.fsdecode(encoded[:room].decode("utf-8", "ignore").encode("utf-8"))
-    return f".{name}{tag}"
-
-
-def remove_stale_temporaries(folder: str | os.PathLike[str], *, older_than: float = 600.0) -> list[Path]:
-    """Delete our temporary files (``temporary_name``) in ``folder`` untouched for ``older_than``
-    seconds: left by a killed run. Younger ones may belong to a run writing there now. Returns them."""
-    removed = []
-    cutoff = time.time() - older_than
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    for entry in entries:
-        try:
-            if _TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
-                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                    os.unlink(entry.path)
-                    removed.append(Path(entry.path))
-        except OSError:
-            continue  # gone already, or not ours to remove
-    return removed
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write to a hidden temporary name beside ``path``, then rename over it: never a half file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ImageIOError(path, f"cannot create directory {path.parent}: {err.strerror or err}") from err
-    while True:
-        tmp = path.with_name(temporary_name(path.name))
-        try:
-            # os.open with 0o666 lets the umask decide the mode, as for any new file (mkstemp gives 0o600).
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            break
-        except FileExistsError:
-            continue
-        except OSError as err:
-            raise ImageIOError(path, f"cannot write: {err.strerror or err}") from err
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)
-    except BaseException as err:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(err, OSError):
-            raise ImageIOError(path, f"cannot write: {err.strerror or err}") from err
-        raise
+        with replacing(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as err:
+        raise ImageIOError(path, f"cannot write: {err.strerror or err}") from err

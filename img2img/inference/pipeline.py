@@ -13,6 +13,7 @@ two in one call.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import time
 from collections import deque
@@ -82,8 +83,19 @@ def plan_jobs(
         fmt: ``same`` (the input's format), ``png``, ``jpg`` or ``webp``.
 
     Raises PipelineUsageError when there is nothing to read, when an output would overwrite an
-    input, or when two inputs would write the same output.
+    input, when two inputs would write the same output, or when a path cannot be looked at (a
+    name over the file system's limits, a folder without permission).
     """
+    try:
+        return _plan_jobs(src, dst, recursive=recursive, suffix=suffix, fmt=fmt)
+    except OSError as err:
+        where = err.filename if err.filename is not None else dst
+        raise PipelineUsageError(f"{where}: {err.strerror or err}") from None
+
+
+def _plan_jobs(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, recursive: bool, suffix: str, fmt: str
+) -> list[Job]:
     if fmt not in FORMATS:
         raise PipelineUsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     _check_suffix(suffix)
@@ -94,6 +106,8 @@ def plan_jobs(
     if src_path.is_file():
         if not image_io.is_image_path(src_path):
             raise PipelineUsageError(f"{src_path}: not an image file name (supported: {_suffixes()})")
+        if not dst_is_dir:
+            _check_format_matches(dst_path, fmt)
         target = dst_path / _output_name(src_path, suffix, fmt) if dst_is_dir else dst_path
         jobs = [Job(src_path, target)]
     else:
@@ -114,6 +128,17 @@ def plan_jobs(
     _check_outputs(jobs)
     _check_writable(jobs)
     return jobs
+
+
+def _check_format_matches(dst: Path, fmt: str) -> None:
+    """A DST file's suffix picks its format; an explicit ``--format`` that says otherwise is a contradiction."""
+    wanted = FORMATS[fmt]
+    same = {".jpg": ".jpeg", ".jpeg": ".jpg"}
+    if wanted is not None and dst.suffix.lower() not in (wanted, same.get(wanted)):
+        raise PipelineUsageError(
+            f"{dst}: the file name says {dst.suffix.lstrip('.') or 'no format'} but --format is {fmt}; "
+            f"name the output {dst.stem}{wanted} or drop --format (DST's suffix picks the format)"
+        )
 
 
 def _check_suffix(suffix: str) -> None:
@@ -209,6 +234,7 @@ def run_jobs(
     progress: bool = False,
     on_error: Callable[[Path, str], None] | None = None,
     tile_progress: TileProgress | None = None,
+    outscale: float | None = None,
 ) -> RunReport:
     """Run ``engine`` on every job; returns the report (see ``RunReport``).
 
@@ -217,7 +243,11 @@ def run_jobs(
     goes on. Any other exception is a bug and propagates, once the reader has stopped and the
     outputs already finished are written. ``progress`` shows a tqdm bar over files (with input
     megapixels per second); ``tile_progress(job, done, total)`` follows the tiles of each image.
+    ``outscale`` (e.g. 3.5) resizes each output to that many times the input's size after the
+    model (``output_size``; ``image_io.resize_image``'s filter), None keeps the model's scale.
     """
+    if outscale is not None and not (math.isfinite(outscale) and outscale > 0):
+        raise ValueError(f"outscale must be a positive number, got {outscale!r}")
     report = RunReport()
     start = time.perf_counter()
     todo = []
@@ -276,6 +306,8 @@ def run_jobs(
                 fail(job.src, f"out of memory running the model on {image.width}x{image.height} pixels")
                 bar.update(1)
                 continue
+            if outscale is not None:
+                out = image_io.resize_image(out, output_size(image.height, image.width, outscale))
             report.megapixels += image.height * image.width / 1e6
             writes.append((job, writer.submit(_write, job.dst, out, quality)))
             while writes and (writes[0][1].done() or len(writes) > WRITE_BEHIND):
@@ -305,6 +337,7 @@ def run_folder(
     progress: bool = False,
     on_error: Callable[[Path, str], None] | None = None,
     tile_progress: TileProgress | None = None,
+    outscale: float | None = None,
 ) -> RunReport:
     """``plan_jobs(src, dst, ...)`` then ``run_jobs(engine, jobs, ...)``: the CLI's folder pipeline.
 
@@ -321,7 +354,13 @@ def run_folder(
         progress=progress,
         on_error=on_error,
         tile_progress=tile_progress,
+        outscale=outscale,
     )
+
+
+def output_size(height: int, width: int, outscale: float) -> tuple[int, int]:
+    """(height, width) of an ``outscale`` times larger output of a ``height`` x ``width`` input, rounded, >= 1."""
+    return max(1, round(height * outscale)), max(1, round(width * outscale))
 
 
 def _read(path: Path, max_pixels: int | None) -> tuple[image_io.Image | None, str | None]:

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 from torch import nn
 
+from img2img.atomic import replacing
 from img2img.networks import registry
 
 
@@ -246,10 +247,8 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
 
 def save_config(config: TrainConfig, path: str | os.PathLike[str]) -> None:
     """Write the resolved config as YAML, atomically (temp file + rename)."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, p)
+    with replacing(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
 
 
 def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:

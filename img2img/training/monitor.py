@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from img2img.atomic import replacing
 from img2img.training.method import Prediction
 
 LOG_NAME = "log.jsonl"
@@ -165,6 +165,5 @@ def _truncate_log(path: Path, last_step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:
             continue  # a line cut by a crash mid-write
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")

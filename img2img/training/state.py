@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 # One error type for unusable checkpoint files, training or model: a one-line message naming the file.
+from img2img.atomic import replacing
 from img2img.checkpoints.errors import CheckpointError
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "capture_rng", "checkpoint_path", "load_checkpoint",
@@ -78,20 +79,13 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str]) -> No
     removes the temp file and raises CheckpointError naming the file and the reason.
     """
     p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):  # e.g. the disk is full
-            kept = f"the previous checkpoint {p.name} is kept" if p.exists() else "no checkpoint was kept"
-            raise CheckpointError(f"{p}: cannot write the training checkpoint ({e.strerror or e}); {kept}") from None
-        raise
+        with replacing(p) as tmp:
+            torch.save(payload, tmp)
+    except OSError as e:  # e.g. the disk is full
+        kept = f"the previous checkpoint {p.name} is kept" if p.exists() else "no checkpoint was kept"
+        raise CheckpointError(f"{p}: cannot write the training checkpoint ({e.strerror or e}); {kept}") from None
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> dict[str, Any]:
