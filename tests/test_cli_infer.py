@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import cv2
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from click.testing import CliRunner
@@ -200,3 +203,126 @@ def test_verbose_names_the_tile_plan(tmp_path: Path) -> None:
     assert f"overlap {plan.overlap} px" in result.stderr and "batch 3" in result.stderr
     quiet = invoke("upscale", str(src / "a.png"), str(tmp_path / "o2"), "--model", str(model), "--tile", "16")
     assert "tiles of" not in quiet.stderr
+
+
+# ------------------------------------------------------------- odd requests refused or done right
+
+
+def test_upscale_refuses_an_x1_model_and_points_at_translate(tmp_path: Path) -> None:
+    model = save_model(build("resnet", **RESNET), tmp_path / "g.safetensors", arch="resnet", kwargs=RESNET,
+                       value_range=(-1.0, 1.0))
+    result = invoke("upscale", str(photos(tmp_path / "in")), str(tmp_path / "out"), "--model", str(model))
+    assert result.exit_code == EXIT_USAGE and "img2img translate" in result.stderr
+    assert not (tmp_path / "out").exists()
+    assert invoke("translate", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(model)).exit_code == EXIT_OK
+
+
+@pytest.mark.parametrize(("dst", "fmt"), [("out.jpg", "png"), ("out.png", "webp"), ("out.webp", "jpg")])
+def test_format_contradicting_the_dst_file_name_is_refused(tmp_path: Path, dst: str, fmt: str) -> None:
+    model = sr_model(tmp_path / "sr.safetensors")
+    src = photos(tmp_path / "in") / "a.png"
+    result = invoke("upscale", str(src), str(tmp_path / dst), "--model", str(model), "--format", fmt)
+    assert result.exit_code == EXIT_USAGE and "--format" in result.stderr and dst in result.stderr
+    assert not (tmp_path / dst).exists()
+
+
+def test_format_agreeing_with_the_dst_file_name_runs(tmp_path: Path) -> None:
+    model = sr_model(tmp_path / "sr.safetensors")
+    src = photos(tmp_path / "in") / "a.png"
+    result = invoke("upscale", str(src), str(tmp_path / "o.jpeg"), "--model", str(model), "--format", "jpg")
+    assert result.exit_code == EXIT_OK, result.stderr
+    assert (tmp_path / "o.jpeg").read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG data under the name asked for
+
+
+@pytest.mark.parametrize(("tile", "overlap"), [("16", "8"), ("16", "16"), ("16", "40")])
+def test_overlap_of_half_the_tile_or_more_is_refused(tmp_path: Path, tile: str, overlap: str) -> None:
+    model = sr_model(tmp_path / "sr.safetensors")
+    result = invoke("upscale", str(photos(tmp_path / "in")), str(tmp_path / "out"), "--model", str(model),
+                    "--tile", tile, "--overlap", overlap)
+    # x2 RRDBNet works on multiples of 2: under half of 16 is 6 at most.
+    assert result.exit_code == EXIT_USAGE and "half the tile" in result.stderr and "--overlap 6" in result.stderr
+    ok = invoke("upscale", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(model), "--tile", tile,
+                "--overlap", "6")
+    assert ok.exit_code == EXIT_OK, ok.stderr
+
+
+@pytest.mark.parametrize("outscale", [3.5, 1.5, 2.0])
+def test_outscale_resizes_the_models_output(tmp_path: Path, outscale: float) -> None:
+    model = sr_model(tmp_path / "sr.safetensors")  # x2
+    src = photos(tmp_path / "in")
+    result = invoke("-v", "upscale", str(src / "a.png"), str(tmp_path / "out"), "--model", str(model),
+                    "--outscale", str(outscale))
+    assert result.exit_code == EXIT_OK, result.stderr
+    out = image_io.read_image(tmp_path / "out" / "a.png").pixels
+    assert out.shape == (round(20 * outscale), round(24 * outscale), 3)  # a.png is 24 x 20
+    # The model's x2 output, resized by OpenCV with the filter the note names (an independent resize).
+    x2 = Engine(load_model(model), tile=0)(image_io.read_image(src / "a.png").pixels)
+    filter_ = cv2.INTER_AREA if outscale < 2 else cv2.INTER_CUBIC
+    expected = x2 if outscale == 2 else cv2.resize(x2, (out.shape[1], out.shape[0]), interpolation=filter_)
+    assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
+    assert f"x{outscale:g}" in result.stderr
+
+
+def test_outscale_must_be_positive(tmp_path: Path) -> None:
+    model = sr_model(tmp_path / "sr.safetensors")
+    result = invoke("upscale", str(photos(tmp_path / "in")), str(tmp_path / "out"), "--model", str(model),
+                    "--outscale", "0")
+    assert result.exit_code == EXIT_USAGE and "--outscale" in result.output + result.stderr
+
+
+def test_exif_and_dpi_reach_the_output_file(tmp_path: Path) -> None:
+    model = sr_model(tmp_path / "sr.safetensors")
+    (tmp_path / "in").mkdir()
+    exif = PIL.Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "TestMake"
+    PIL.Image.fromarray(smooth_rgb(20, 24)).save(tmp_path / "in" / "p.jpg", exif=exif.tobytes(), dpi=(240, 240))
+    result = invoke("upscale", str(tmp_path / "in"), str(tmp_path / "out"), "--model", str(model))
+    assert result.exit_code == EXIT_OK, result.stderr
+    with PIL.Image.open(tmp_path / "out" / "p.jpg") as im:  # read by Pillow, not by us
+        assert im.size == (40, 48)  # turned upright (orientation 6), then x2
+        assert im.getexif()[0x010F] == "TestMake" and im.getexif()[0x0112] == 1
+        assert tuple(im.info["dpi"]) == (240, 240)
+
+
+# ------------------------------------------------------------------------ progress inside one image
+
+
+def test_plain_progress_lines_in_a_pipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from img2img.cli import progress
+
+    monkeypatch.setattr(progress, "PLAIN_INTERVAL", 0.0)  # a line per batch instead of every 10 s
+    model = sr_model(tmp_path / "sr.safetensors")
+    result = invoke("upscale", str(photos(tmp_path / "in")), str(tmp_path / "out"), "--model", str(model),
+                    "--tile", "8", "--overlap", "2", "--batch", "1")
+    assert result.exit_code == EXIT_OK, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("progress:")]
+    plan = Engine(load_model(model), tile=8, overlap=2).plan_for(20, 24)
+    assert f"a.png (file 1 of 2): 1/{plan.count} tiles" in lines[0]
+    assert any(line.endswith(f"{plan.count}/{plan.count} tiles, 100%") for line in lines)
+    assert "b.jpg (file 2 of 2)" in lines[-1]
+    quiet = invoke("-q", "upscale", str(tmp_path / "in"), str(tmp_path / "o2"), "--model", str(model),
+                   "--tile", "8", "--overlap", "2")
+    assert "progress:" not in quiet.stderr
+
+
+def test_plain_progress_waits_for_the_interval(tmp_path: Path) -> None:
+    from img2img.cli.progress import TileProgress
+    from img2img.inference import Job
+
+    job, stream = Job(Path("big.png"), Path("out/big.png")), io.StringIO()
+    report = TileProgress([job], stream=stream, terminal=False, interval=3600.0)
+    for done in range(1, 11):
+        report(job, done, 10)
+    assert stream.getvalue() == ""  # a quick image prints nothing extra
+
+
+def test_terminal_progress_draws_a_tile_bar(tmp_path: Path) -> None:
+    from img2img.cli.progress import TileProgress
+    from img2img.inference import Job
+
+    job, stream = Job(Path("big.png"), Path("out/big.png")), io.StringIO()
+    report = TileProgress([job], stream=stream, terminal=True)
+    for done in range(1, 7):
+        report(job, done, 6)
+    assert "big.png" in stream.getvalue() and "/6 " in stream.getvalue()  # the image's tiles, counted
+    assert report._bar is None  # removed once the image is done (leave=False: the file bar stays)

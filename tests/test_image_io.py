@@ -30,6 +30,8 @@ from img2img.image_io import (
     is_image_path,
     pixels_to_tensor,
     read_image,
+    resize_image,
+    resize_pixels,
     tensor_to_pixels,
     write_image,
 )
@@ -330,6 +332,22 @@ def test_cmyk_comes_out_rgb_without_alpha(tmp_path, fmt):
     back = read_image(path)
     assert back.alpha is None and back.pixels.shape == (8, 12, 3)
     assert np.abs(back.pixels.astype(int) - rgb.astype(int)).max() <= 3
+
+
+# --------------------------------------------------------------------------- resizing
+
+
+def test_resize_image_keeps_layout_and_metadata_and_uses_the_named_filters():
+    gray = Image(pixels=np.full((4, 6, 1), 100, np.uint8), alpha=np.full((4, 6), 7, np.uint8), dpi=(300.0, 300.0))
+    out = resize_image(gray, (8, 12))
+    assert out.pixels.shape == (8, 12, 1) and out.alpha.shape == (8, 12) and out.dpi == (300.0, 300.0)
+    assert (out.pixels == 100).all() and (out.alpha == 7).all()
+    rgb = smooth_rgb(30, 40, dtype=np.uint16)
+    np.testing.assert_array_equal(resize_pixels(rgb, (15, 20)), cv2.resize(rgb, (20, 15), interpolation=cv2.INTER_AREA))
+    np.testing.assert_array_equal(resize_pixels(rgb, (45, 60)), cv2.resize(rgb, (60, 45), interpolation=cv2.INTER_CUBIC))
+    assert resize_image(gray, (4, 6)) is gray
+    with pytest.raises(ValueError, match="at least 1 pixel"):
+        resize_pixels(rgb, (0, 5))
 
 
 # --------------------------------------------------------------------------- EXIF and DPI

@@ -85,7 +85,7 @@ def test_instance_norm_tiles_need_the_torch_runner_whole_images_do_not() -> None
     model = ModelDescriptor.from_net(net, arch="resnet", kwargs={}, value_range=(-1.0, 1.0))
     x = torch.rand(3, 64, 64) * 2 - 1
     with pytest.raises(InferenceError, match="torch runner"):
-        Engine(model, tile=32, overlap=16, runner=Recording(net))(x)
+        Engine(model, tile=40, overlap=16, runner=Recording(net))(x)
     whole = Engine(model, tile=0, runner=Recording(net))(x)
     torch.testing.assert_close(whole, Engine(model, tile=0)(x))
 
@@ -133,7 +133,7 @@ def test_progress_covers_every_pass_over_the_image() -> None:
 def test_progress_counts_instance_norm_measuring_passes() -> None:
     net = build("resnet", ngf=4, n_blocks=1).eval()
     model = ModelDescriptor.from_net(net, arch="resnet", kwargs={}, value_range=(-1.0, 1.0))
-    engine = Engine(model, tile=32, overlap=16, batch=2)
+    engine = Engine(model, tile=40, overlap=16, batch=2)
     calls = progress_calls(engine, torch.rand(3, 64, 64) * 2 - 1)
     count, layers = engine.plan_for(64, 64).count, len(engine.norm_layers)
     assert count > 1 and layers > 1

@@ -26,7 +26,7 @@ from img2img.checkpoints import load_model
 from img2img.inference import Engine
 from img2img.web import create_app, find_models
 from img2img.web.events import Broadcaster
-from img2img.web.processing import denoise, resize
+from img2img.web.processing import denoise
 from tests.helpers import smooth_rgb
 from tests.web_fixtures import models_folder, photo
 
@@ -189,7 +189,7 @@ def test_scale_and_denoise_options(models: Path, tmp_path: Path) -> None:
         assert (job["status"], job["width"], job["height"]) == ("done", 72, 60)
 
 
-def test_resize_and_denoise() -> None:
+def test_denoise() -> None:
     clean = np.empty((32, 32, 3))
     clean[:] = (90, 140, 200)  # a flat colour: whatever denoising removes is noise
     noisy = clean + np.random.default_rng(0).normal(0, 12, clean.shape)
@@ -198,10 +198,6 @@ def test_resize_and_denoise() -> None:
     assert denoise(image, 0.0) is image
     with pytest.raises(ValueError, match="8-bit"):
         denoise(image_io.Image(pixels=smooth_rgb(8, 8, dtype=np.uint16)), 0.5)
-    gray = image_io.Image(pixels=np.full((4, 6, 1), 100, np.uint8), alpha=np.full((4, 6), 7, np.uint8))
-    out = resize(gray, 8, 12)
-    assert out.pixels.shape == (8, 12, 1) and out.alpha.shape == (8, 12)
-    assert (out.pixels == 100).all() and (out.alpha == 7).all()
 
 
 TRAVERSALS = [

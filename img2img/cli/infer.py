@@ -159,7 +159,17 @@ def translate(model: str, direction: str | None, arch: str | None, scale: int | 
     help="Denoise strength 0..1: blend the model with the real-world companion its card declares "
     "(0: clean-trained, 1: trained on noise/JPEG/blur) [default: the card's value; none for other models].",
 )
-def upscale(model: str | None, scale: int | None, arch: str | None, denoise: float | None, **options: Any) -> None:
+@click.option(
+    "--outscale",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="Output size as a multiple of the input, e.g. 3.5: the model runs at its own scale, then the "
+    "result is resized (area filter down, bicubic up) [default: the model's scale].",
+)
+def upscale(
+    model: str | None, scale: int | None, arch: str | None, denoise: float | None, outscale: float | None,
+    **options: Any,
+) -> None:
     """Upscale images SRC -> DST with a super-resolution model (any size, tiled, seamless).
 
     SRC is an image file, a directory or a quoted glob; DST a directory, or a file when SRC is one file.
@@ -174,7 +184,7 @@ def upscale(model: str | None, scale: int | None, arch: str | None, denoise: flo
         except ValueError as err:
             fail(str(err))
     _run(model=model, arch=arch, scale=scale, direction=None, denoise="default" if denoise is None else denoise,
-         **options)
+         outscale=outscale, upscaling=True, **options)
 
 
 def _run(
@@ -184,6 +194,8 @@ def _run(
     scale: int | None,
     direction: str | None,
     denoise: float | str | None = None,
+    outscale: float | None = None,
+    upscaling: bool = False,
     src: str,
     dst: Path,
     tile: int | str,
@@ -201,6 +213,7 @@ def _run(
 ) -> None:
     from img2img import image_io
     from img2img.checkpoints import CheckpointError, load_model
+    from img2img.cli.progress import TileProgress
     from img2img.inference import (
         InferenceError,
         PipelineUsageError,
@@ -221,6 +234,12 @@ def _run(
             descriptor = load_model(
                 model, arch=arch, scale=scale, direction=direction, device=device, denoise=denoise
             )
+            if upscaling and descriptor.scale == 1:
+                fail(
+                    f"{model}: a {descriptor.arch} model of scale 1 (image-to-image translation), not an "
+                    f"upscaler; run it with `img2img translate --model {model}`, or resize with --outscale "
+                    f"of an upscaling model"
+                )
             engine = make_engine(
                 descriptor,
                 backend=backend,
@@ -240,6 +259,13 @@ def _run(
                 f"batch {engine.batch}, {engine.workers} CPU worker(s), {type(engine.runner).__name__}; {len(jobs)} input(s)",
                 err=True,
             )
+            if outscale is not None:
+                click.echo(
+                    f"outputs resized from x{descriptor.scale} to x{outscale:g} of the input "
+                    f"({'area filter' if outscale < descriptor.scale else 'bicubic'})",
+                    err=True,
+                )
+        tiles = TileProgress(jobs, stream=sys.stderr, terminal=sys.stderr.isatty()) if verbosity >= 1 and main else None
         report = run_jobs(
             engine,
             jobs,
@@ -248,7 +274,11 @@ def _run(
             max_pixels=image_io.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels or None,
             progress=verbosity >= 1 and sys.stderr.isatty() and main,
             on_error=lambda path, reason: click.echo(f"error: {path}: {reason}", err=True),
+            tile_progress=tiles,
+            outscale=outscale,
         )
+        if tiles is not None:
+            tiles.close()
         report = sharding.merge(report, shard)  # every rank's files, so every rank's exit code agrees
     if verbosity >= 1 and main:
         parts = [f"wrote {len(report.written)}"]

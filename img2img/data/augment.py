@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from img2img.data.errors import DataError
-from img2img.image_io import pixels_to_tensor, tensor_to_pixels
+from img2img.image_io import pixels_to_tensor, resize_pixels, tensor_to_pixels
 
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 SMALL = ("pad", "upscale")
@@ -128,16 +128,6 @@ def to_channels(pixels: np.ndarray, channels: int | None) -> np.ndarray:
     if channels == 1 and c == 3:
         return cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)[..., None]
     raise DataError(f"cannot convert {c} channels to {channels}")
-
-
-def resize_pixels(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize (H, W, C) to ``size`` = (h, w): area filter when shrinking, bicubic when enlarging."""
-    h, w = pixels.shape[:2]
-    if (h, w) == size:
-        return pixels
-    interp = cv2.INTER_AREA if size[0] <= h and size[1] <= w else cv2.INTER_CUBIC
-    out = cv2.resize(pixels, (size[1], size[0]), interpolation=interp)
-    return out[..., None] if out.ndim == 2 else out
 
 
 def upscale_to(pixels: np.ndarray, side: int) -> np.ndarray:

@@ -20,11 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from img2img.data.augment import resize_pixels
 from img2img.data.degrade import bicubic_downscale
 from img2img.data.errors import DataError
 from img2img.data.tools import edge_map
-from img2img.image_io import Image, pixels_to_tensor, tensor_to_pixels, write_image
+from img2img.image_io import Image, pixels_to_tensor, resize_pixels, tensor_to_pixels, write_image
 
 # skimage.data name -> licence, as stated in each function's docstring (scikit-image 0.2x).
 PHOTOS = {

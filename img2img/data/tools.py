@@ -14,11 +14,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from img2img.data.augment import resize_pixels, to_channels
+from img2img.data.augment import to_channels
 from img2img.data.degrade import DEGRADATIONS, degrade
 from img2img.data.errors import DataError
 from img2img.data.files import list_images, stem_index
-from img2img.image_io import Image, ImageIOError, pixels_to_tensor, read_image, tensor_to_pixels, write_image
+from img2img.image_io import (
+    Image,
+    ImageIOError,
+    pixels_to_tensor,
+    read_image,
+    resize_pixels,
+    tensor_to_pixels,
+    write_image,
+)
 
 
 @dataclass

@@ -104,6 +104,8 @@ class Engine:
         self.overlap = default_overlap(model) if overlap is None else int(overlap)
         if self.overlap < 0:
             raise ValueError(f"overlap must be >= 0, got {overlap}")
+        if overlap is not None and isinstance(tile, int) and tile > 0:
+            _check_overlap_fits(model, tile, self.overlap)
         # Per-image InstanceNorm layers: tiling them takes whole-image statistics. (Set it to [] to
         # let every tile normalise by itself, the naive way, e.g. for a comparison.)
         self.norm_layers = instance_norm.per_image_norms(model.net)
@@ -432,6 +434,21 @@ class _Counter:
     def replan(self, *, spent: int, planned: int, new: int) -> None:
         """An image restarts with a new plan: what the old one still had to do is replaced by ``new``."""
         self.total += new - (planned - spent)
+
+
+def _check_overlap_fits(model: ModelDescriptor, tile: int, overlap: int) -> None:
+    """An explicit overlap must be under half the tile (both as the network rounds them): more
+    would recompute most pixels several times, and the plan used to shrink it without a word."""
+    side = round_up(max(tile, model.min_size), model.size_multiple)
+    shared = round_up(overlap, model.size_multiple)
+    if 2 * shared >= side:
+        raise ValueError(
+            f"overlap {overlap} is not under half the tile {tile}"
+            + (f" (rounded to this network's multiple of {model.size_multiple}: {shared} of {side})"
+               if (shared, side) != (overlap, tile) else "")
+            + f"; use --overlap {max(0, (side - 1) // 2 // model.size_multiple * model.size_multiple)} "
+            f"or less, or a larger --tile"
+        )
 
 
 def _check_finite_weights(net: torch.nn.Module) -> None:

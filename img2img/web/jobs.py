@@ -243,7 +243,7 @@ class JobQueue:
             scale = job.options.scale or engine.model.scale
             image = processing.denoise(image, job.options.denoise)
             out = engine(image, progress=progress)
-            out = processing.resize(out, image.height * scale, image.width * scale)
+            out = image_io.resize_image(out, (image.height * scale, image.width * scale))
             suffix = job.input_path.suffix if job.options.fmt == "same" else f".{job.options.fmt}"
             output = job.folder / f"output{suffix.lower()}"
             image_io.write_image(output, out, quality=job.options.quality)

@@ -1,4 +1,4 @@
-"""What the page does to one image around the model: optional denoising before, resizing after.
+"""What the page does to one image before the model: optional denoising.
 
 Both work on ``image_io.Image`` records (pixels (H, W, C) uint8/uint16, alpha (H, W) or None).
 """
@@ -35,16 +35,3 @@ def denoise(image: image_io.Image, strength: float) -> image_io.Image:
         bgr = cv2.cvtColor(image.pixels, cv2.COLOR_RGB2BGR)
         pixels = cv2.cvtColor(cv2.fastNlMeansDenoisingColored(bgr, None, h, h), cv2.COLOR_BGR2RGB)
     return replace(image, pixels=np.ascontiguousarray(pixels))
-
-
-def resize(image: image_io.Image, height: int, width: int) -> image_io.Image:
-    """Resize colour and alpha to ``height`` x ``width``: area averaging down, bicubic up; same dtype."""
-    if (image.height, image.width) == (height, width):
-        return image
-    shrink = height * width < image.height * image.width
-    interpolation = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
-    pixels = cv2.resize(image.pixels, (width, height), interpolation=interpolation)
-    if pixels.ndim == 2:  # OpenCV drops a single channel axis
-        pixels = pixels[:, :, None]
-    alpha = None if image.alpha is None else cv2.resize(image.alpha, (width, height), interpolation=interpolation)
-    return replace(image, pixels=pixels, alpha=alpha)
