@@ -8,6 +8,7 @@ cannot write.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import resource
@@ -282,10 +283,12 @@ def reference_file(tmp_path) -> Path:
 def test_convert_into_a_folder_it_cannot_write_is_one_line(tmp_path, reference_file, monkeypatch) -> None:
     # Permission bits do not stop root (CI may run as root), so the refusal the OS gives a normal
     # user is injected where the temporary file is created.
+    @contextlib.contextmanager
     def refused(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
+        yield
 
-    monkeypatch.setattr(fmt.tempfile, "mkstemp", refused)
+    monkeypatch.setattr(fmt, "replacing", refused)
     (tmp_path / "ro").mkdir()
     line = _one_line_error(["weights", "convert", str(reference_file), str(tmp_path / "ro" / "out.safetensors")])
     assert line.endswith("ro/out.safetensors: cannot write it (Permission denied); nothing was written")

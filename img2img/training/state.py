@@ -81,8 +81,8 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str]) -> No
     p = Path(path)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(p) as tmp:
-            torch.save(payload, tmp)
+        with replacing(p) as tmp, open(tmp, "wb") as f:
+            torch.save(payload, f)
     except OSError as e:  # e.g. the disk is full
         kept = f"the previous checkpoint {p.name} is kept" if p.exists() else "no checkpoint was kept"
         raise CheckpointError(f"{p}: cannot write the training checkpoint ({e.strerror or e}); {kept}") from None
