@@ -93,9 +93,16 @@ def test_openvino_runner_from_two_threads_at_once() -> None:
             assert (results[i] - desc.net(x)).abs().max() <= 1e-4
 
 
+def _fastest_installed(arch: str) -> str:
+    """Independently of backends._auto: the smallest measured time among the installed runtimes."""
+    measured = AUTO_CPU[arch]
+    times = {b: getattr(measured, b) for b in ("onnxruntime", "openvino") if backends.installed(b)}
+    return min(times, key=times.get)
+
+
 def test_auto_follows_the_table_and_the_device() -> None:
     sr = _msrresnet()
-    assert choose_backend(sr, "auto", CPU) == AUTO_CPU["msrresnet"][0]
+    assert choose_backend(sr, "auto", CPU) == _fastest_installed("msrresnet") == "openvino"  # make test installs it
     assert choose_backend(sr, "auto", torch.device("cuda")) == "torch"
     assert choose_backend(sr, "torch", CPU) == "torch"
     unlisted = _descriptor("discogan_g", ngf=4)
@@ -126,9 +133,40 @@ def test_bad_requests_name_the_reason(monkeypatch) -> None:
     )
     with pytest.raises(BackendError, match=r"needs openvino: pip install 'img2img\[openvino\]'"):
         choose_backend(sr, "openvino", CPU)
-    # auto takes the next installed backend of the table.
-    order = [b for b in AUTO_CPU["msrresnet"] if b != "openvino"]
-    assert choose_backend(sr, "auto", CPU) == order[0]
+    # auto takes the fastest of the runtimes that are installed.
+    assert choose_backend(sr, "auto", CPU) == "onnxruntime"
+
+
+def test_auto_takes_a_runtime_only_when_it_pays_for_its_export(monkeypatch) -> None:
+    sr = _descriptor("msrresnet", seed=5, num_feat=4, num_block=1)  # a model no other test exported
+    measured = AUTO_CPU["msrresnet"]
+    best = _fastest_installed("msrresnet")
+    break_even = measured.export / (measured.torch - getattr(measured, best))
+    assert not export_module.onnx_cache_path(sr).exists()
+    assert choose_backend(sr, "auto", CPU, output_megapixels=0.5 * break_even) == "torch"  # a small run
+    assert choose_backend(sr, "auto", CPU, output_megapixels=2 * break_even) == best  # a large one
+    assert choose_backend(sr, "auto", CPU) == best  # work unknown (a Python caller): taken as large
+    export_module.cached_onnx(sr)  # once the export is cached, even a small run uses it
+    assert choose_backend(sr, "auto", CPU, output_megapixels=0.01) == best
+    # A runtime measured slower than torch would never be taken.
+    monkeypatch.setitem(AUTO_CPU, "msrresnet", backends.Measured(torch=1.0, onnxruntime=2.0, openvino=3.0, export=1))
+    assert choose_backend(sr, "auto", CPU) == "torch"
+
+
+def test_cli_default_backend_is_auto_and_small_runs_stay_on_torch(tmp_path) -> None:
+    from img2img.inference import Engine
+
+    model = save_model(_descriptor("msrresnet", seed=6, num_feat=4, num_block=1), tmp_path / "sr.safetensors")
+    cv2.imwrite(str(tmp_path / "photo.png"), smooth_rgb(40, 52))
+    result = CliRunner().invoke(cli, ["-v", "upscale", str(tmp_path / "photo.png"), str(tmp_path / "out"),
+                                      "--model", str(model)])
+    assert result.exit_code == EXIT_OK, result.output
+    assert "backend auto: torch" in result.output and "pays off from" in result.output
+    from img2img.checkpoints import load_model
+
+    want = Engine(load_model(model))(cv2.cvtColor(smooth_rgb(40, 52), cv2.COLOR_BGR2RGB))
+    got = cv2.cvtColor(cv2.imread(str(tmp_path / "out" / "photo.png")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(got, want)  # torch ran it, bit for bit
 
 
 def test_the_export_is_cached_per_model(monkeypatch) -> None:

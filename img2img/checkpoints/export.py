@@ -226,13 +226,11 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def cached_onnx(desc: ModelDescriptor) -> Path:
-    """A float32 ONNX file of ``desc`` in the user cache (``<cache>/onnx/``), exported on first use.
+def onnx_cache_path(desc: ModelDescriptor) -> Path:
+    """Where :func:`cached_onnx` keeps the export of ``desc`` (the file may not exist yet).
 
     The name is a hash of everything the graph depends on (architecture, kwargs, every tensor of
-    the network, torch and img2img versions), so a changed model never meets a stale file and a
-    second run skips the export (seconds to a minute for large networks). The export is not
-    checked here: the runtimes that use it are checked against torch by the tests.
+    the network, torch and img2img versions), so a changed model never meets a stale file.
     """
     from img2img._version import __version__
     from img2img.checkpoints.bundled import cache_dir
@@ -242,11 +240,21 @@ def cached_onnx(desc: ModelDescriptor) -> Path:
     for name, tensor in desc.net.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    folder = cache_dir() / "onnx"
-    path = folder / f"{desc.arch}-{digest.hexdigest()[:24]}{ONNX_SUFFIX}"
+    return cache_dir() / "onnx" / f"{desc.arch}-{digest.hexdigest()[:24]}{ONNX_SUFFIX}"
+
+
+def cached_onnx(desc: ModelDescriptor) -> Path:
+    """A float32 ONNX file of ``desc`` in the user cache (``<cache>/onnx/``), exported on first use.
+
+    A second run skips the export (seconds to a minute for large networks; ``onnx_cache_path``
+    names the file). The export is not checked here: the runtimes that use it are checked against
+    torch by the tests.
+    """
+    path = onnx_cache_path(desc)
     if path.is_file():
         return path
     model = to_onnx(desc)
+    folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     with replacing(path, fsync=False) as tmp:  # a cache: two processes exporting at once both write whole files
         tmp.write_bytes(model.SerializeToString())

@@ -68,10 +68,12 @@ def _common_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--backend",
             type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]),  # backends.BACKENDS (a test checks)
-            default="torch",
+            default="auto",
             show_default=True,
-            help="What runs the network: auto takes the fastest measured on a CPU for this architecture "
-            "(docs/backends.md; the first run exports the model), torch on a GPU.",
+            envvar="IMG2IMG_BACKEND",
+            help="What runs the network: auto takes the fastest runtime measured on a CPU for this "
+            "architecture when the run is large enough to pay for its one-off ONNX export (or it is "
+            "cached), else torch; torch on a GPU (docs/backends.md) [env IMG2IMG_BACKEND].",
         ),
         click.option(
             "--recursive",
@@ -217,6 +219,7 @@ def _run(
     from img2img.inference import (
         InferenceError,
         PipelineUsageError,
+        output_megapixels,
         plan_jobs,
         run_jobs,
         sharding,
@@ -240,9 +243,11 @@ def _run(
                     f"upscaler; run it with `img2img translate --model {model}`, or resize with --outscale "
                     f"of an upscaling model"
                 )
+            work = output_megapixels(jobs, descriptor.scale, overwrite=not skip_existing) if backend == "auto" else None
             engine = make_engine(
                 descriptor,
                 backend=backend,
+                output_megapixels=work,
                 tile=tile,
                 overlap=overlap,
                 batch=batch,

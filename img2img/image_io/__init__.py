@@ -18,7 +18,7 @@ from img2img.atomic import (  # re-exported: the folder pipeline's names
     temporary_name,
 )
 from img2img.image_io._convert import pixels_to_tensor, tensor_to_pixels
-from img2img.image_io._decode import read_image
+from img2img.image_io._decode import image_size, read_image
 from img2img.image_io._encode import write_image
 from img2img.image_io._record import (
     BT601_LUMA,
@@ -37,6 +37,7 @@ __all__ = [
     "Image",
     "ImageIOError",
     "BT601_LUMA",
+    "image_size",
     "is_image_path",
     "list_image_files",
     "pixels_to_tensor",

@@ -95,6 +95,22 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT
     return Image(pixels=colour, alpha=alpha, path=path, icc_profile=icc, exif=exif, dpi=dpi)
 
 
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """(width, height) from the file's header alone (no pixels decoded, the file not read whole), as
+    stored (before EXIF orientation); None for a file that is not a readable image. For planning
+    (how much work a run is), not for validation: ``read_image`` checks everything."""
+    with _PILLOW_OPEN_LOCK:
+        saved = PIL.Image.MAX_IMAGE_PIXELS
+        PIL.Image.MAX_IMAGE_PIXELS = None
+        try:
+            with PIL.Image.open(path, formats=_PILLOW_OPENERS) as pil:
+                return pil.size
+        except Exception:  # noqa: BLE001 - any unreadable file is simply not counted
+            return None
+        finally:
+            PIL.Image.MAX_IMAGE_PIXELS = saved
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
         with path.open("rb") as f:

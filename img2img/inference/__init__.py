@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from img2img.inference.engine import Engine
 from img2img.inference.errors import InferenceError, PipelineUsageError
-from img2img.inference.pipeline import Job, RunReport, plan_jobs, run_folder, run_jobs
+from img2img.inference.pipeline import Job, RunReport, output_megapixels, plan_jobs, run_folder, run_jobs
 from img2img.inference.runners import Runner, TorchRunner, select_device
 from img2img.inference.tile_policy import DEFAULT_OVERLAP, TilePlan, default_overlap
 
@@ -32,6 +32,7 @@ __all__ = [
     "TilePlan",
     "TorchRunner",
     "default_overlap",
+    "output_megapixels",
     "plan_jobs",
     "run_folder",
     "run_jobs",

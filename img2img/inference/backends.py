@@ -4,9 +4,10 @@ A runner turns one batch of tiles into output tiles (the ``Runner`` protocol of 
 tiling, blending, InstanceNorm statistics and memory stay the engine's, whatever the runner.
 Both runners here run the network's ONNX export (``checkpoints/export.py``, cached on disk per
 model, so only the first run pays for the export) on the CPU in float32, with an explicit thread
-count. ``make_runner`` picks one by name; ``auto`` looks the architecture up in ``AUTO_CPU``, a
-table of what was measured fastest through the tiled engine (figures in docs/benchmarks.md,
-method in docs/backends.md), and takes the first backend that is installed; CUDA and MPS run torch.
+count. ``make_runner`` picks one by name; ``auto`` looks the architecture up in ``AUTO_CPU``, the
+speeds measured through the tiled engine (figures in docs/benchmarks.md, method in
+docs/backends.md), and takes the fastest installed runtime when it pays for its one-off export;
+CUDA and MPS run torch.
 
 InstanceNorm generators stay on torch: the engine freezes whole-image statistics inside the torch
 layers, which an ONNX graph cannot receive, so its tiles would each normalise by their own
@@ -18,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import queue
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,7 @@ import torch
 
 from img2img.checkpoints import CheckpointError
 from img2img.checkpoints.descriptor import ModelDescriptor
-from img2img.checkpoints.export import INPUT_NAME, cached_onnx
+from img2img.checkpoints.export import INPUT_NAME, cached_onnx, onnx_cache_path
 from img2img.inference.engine import Engine
 from img2img.inference.runners import Runner, TorchRunner, select_device
 from img2img.inference.tile_policy import TileSpec
@@ -39,15 +41,31 @@ _PACKAGES = {
     "onnxruntime": ("onnxruntime", "onnx", "onnxscript"),
     "openvino": ("openvino", "onnx", "onnxscript"),
 }
-_EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
+# How to get a missing runtime (ONNX Runtime and the exporter are normal dependencies of img2img).
+_INSTALL = {"onnxruntime": "pip install onnxruntime onnx onnxscript", "openvino": "pip install 'img2img[openvino]'"}
 
-# Per architecture, the CPU backends in order of measured speed through the tiled engine
-# (benchmarks/bench_backends.py, 2 threads; figures in docs/benchmarks.md, "Backends"). The first
-# installed one wins; an architecture not listed here runs on torch. Only measured entries belong
-# here: MSRResNet through the engine; RRDBNet from whole-image runs of the same runtimes.
-AUTO_CPU: dict[str, tuple[str, ...]] = {
-    "msrresnet": ("openvino", "onnxruntime", "torch"),
-    "rrdbnet": ("openvino", "onnxruntime", "torch"),
+@dataclass(frozen=True)
+class Measured:
+    """Seconds per output megapixel of each CPU backend through the tiled engine, and the one-off
+    ONNX export, for one architecture at one size (``benchmarks/bench_backends.py``, 2 threads)."""
+
+    torch: float
+    onnxruntime: float
+    openvino: float
+    export: float
+
+    def seconds_per_megapixel(self, backend: str) -> float:
+        return float(getattr(self, backend))
+
+
+# What ``auto`` decides from: the full run of benchmarks/bench_backends.py on the project's quiet
+# 2-core machine, 2026-12-03 (the table in docs/benchmarks.md, "Backends"). Only measured
+# architectures belong here; any other runs on torch. U-Net: whole images (its receptive field
+# is its input, so ``tile="auto"`` runs it whole).
+AUTO_CPU: dict[str, Measured] = {
+    "msrresnet": Measured(torch=1.840, onnxruntime=1.313, openvino=1.063, export=6.1),  # the bundled x4, 48/10
+    "rrdbnet": Measured(torch=17.97, onnxruntime=15.49, openvino=14.18, export=47.0),  # x4, 64/23
+    "unet_256": Measured(torch=1.713, onnxruntime=1.287, openvino=1.231, export=9.2),  # ngf 64
 }
 
 
@@ -60,18 +78,21 @@ def installed(backend: str) -> bool:
     return all(importlib.util.find_spec(name) is not None for name in _PACKAGES[backend])
 
 
-def choose_backend(model: ModelDescriptor, backend: str, device: torch.device) -> str:
+def choose_backend(
+    model: ModelDescriptor, backend: str, device: torch.device, output_megapixels: float | None = None
+) -> str:
     """The concrete backend (``torch``, ``onnxruntime`` or ``openvino``) that runs ``model`` on ``device``.
 
+    ``auto``: torch on CUDA/MPS, for InstanceNorm models and for architectures not in ``AUTO_CPU``;
+    otherwise the fastest installed runtime of the table, provided it pays for itself: its ONNX
+    export is already cached, or ``output_megapixels`` (the run's work, None: unknown, assume
+    large) saves more time than the export costs at the measured speeds.
     Raises BackendError for an explicit request that cannot be honoured, with the reason.
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if backend == "auto":
-        if device.type != "cpu" or model.instance_norm:
-            return "torch"
-        order = AUTO_CPU.get(model.arch, ("torch",))
-        return next((b for b in order if installed(b)), "torch")
+        return _auto(model, device, output_megapixels)
     if backend == "torch":
         return backend
     if device.type != "cpu":
@@ -84,9 +105,37 @@ def choose_backend(model: ModelDescriptor, backend: str, device: torch.device) -
     if not installed(backend):
         missing = [name for name in _PACKAGES[backend] if importlib.util.find_spec(name) is None]
         raise BackendError(
-            f"backend {backend} needs {', '.join(missing)}: pip install 'img2img[{_EXTRAS[backend]}]'"
+            f"backend {backend} needs {', '.join(missing)}: {_INSTALL[backend]}"
         )
     return backend
+
+
+def _auto(model: ModelDescriptor, device: torch.device, output_megapixels: float | None) -> str:
+    measured = AUTO_CPU.get(model.arch)
+    if device.type != "cpu" or model.instance_norm or measured is None:
+        return "torch"
+    fastest = min(
+        (b for b in ("onnxruntime", "openvino") if installed(b)),
+        key=measured.seconds_per_megapixel,
+        default="torch",
+    )
+    saving = measured.torch - measured.seconds_per_megapixel(fastest)
+    if fastest == "torch" or saving <= 0:
+        return "torch"
+    if output_megapixels is not None and not onnx_cache_path(model).is_file():
+        break_even = measured.export / saving
+        if output_megapixels < break_even:
+            log.info(
+                "backend auto: torch (%s would need a one-off ONNX export of ~%.0f s, which pays off from "
+                "~%.0f output megapixels; this run makes %.1f)", fastest, measured.export, break_even,
+                output_megapixels,
+            )
+            return "torch"
+        log.warning("backend auto: exporting the model to ONNX for %s once (~%.0f s here; cached for later runs)",
+                    fastest, measured.export)
+    log.info("backend auto: %s (%.2fx torch measured for %s)", fastest,
+             measured.torch / measured.seconds_per_megapixel(fastest), model.arch)
+    return fastest
 
 
 def make_runner(
@@ -135,16 +184,18 @@ def make_engine(
     half: bool = False,
     compile: bool = False,
     alpha: str = "bicubic",
+    output_megapixels: float | None = None,
 ) -> Engine:
     """An ``Engine`` for ``model`` whose network runs on ``backend`` (the CLI's ``--backend``).
 
     ``device``: as for ``Engine`` (None keeps the model where it is). The torch backend gets the
     engine's own torch runner (tile pool, ``half``, ``compile``, InstanceNorm statistics); another
     backend gets :func:`make_runner`'s runner with ``threads``, and ``half`` is ignored with a
-    note (float32 on the CPU). The other arguments are ``Engine``'s.
+    note (float32 on the CPU). ``output_megapixels``: the work planned, for ``auto``'s
+    break-even (:func:`choose_backend`). The other arguments are ``Engine``'s.
     """
     device = model.device if device is None else select_device(device)
-    chosen = choose_backend(model, backend, device)
+    chosen = choose_backend(model, backend, device, output_megapixels)
     common = {"tile": tile, "overlap": overlap, "batch": batch, "alpha": alpha}
     if chosen == "torch":
         return Engine(model, device=device, half=half, compile=compile, **common)

@@ -358,6 +358,18 @@ def run_folder(
     )
 
 
+def output_megapixels(jobs: list[Job], scale: int, *, overwrite: bool = False) -> float:
+    """Megapixels the model will write for ``jobs`` (each input's header size x ``scale`` squared;
+    outputs that exist are skipped unless ``overwrite``; unreadable files count 0): the work a run
+    plans, e.g. for ``backend="auto"``'s break-even."""
+    total = 0
+    for job in jobs:
+        if overwrite or not job.dst.exists():
+            size = image_io.image_size(job.src)
+            total += 0 if size is None else size[0] * size[1]
+    return total * scale * scale / 1e6
+
+
 def output_size(height: int, width: int, outscale: float) -> tuple[int, int]:
     """(height, width) of an ``outscale`` times larger output of a ``height`` x ``width`` input, rounded, >= 1."""
     return max(1, round(height * outscale)), max(1, round(width * outscale))
