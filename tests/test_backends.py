@@ -252,3 +252,17 @@ def test_the_cli_offers_exactly_the_backends() -> None:
 
     option = next(p for p in upscale.params if p.name == "backend")
     assert tuple(option.type.choices) == backends.BACKENDS
+
+
+def test_auto_falls_back_to_torch_when_the_export_fails(monkeypatch, caplog) -> None:
+    sr = _descriptor("msrresnet", seed=7, num_feat=4, num_block=1)
+
+    def broken(desc):
+        raise MemoryError("out of memory while exporting")
+
+    monkeypatch.setattr(backends, "cached_onnx", broken)
+    with caplog.at_level("WARNING", logger="img2img.inference"):
+        engine = make_engine(sr, backend="auto", device="cpu")
+    assert isinstance(engine.runner, TorchRunner) and "running on torch" in caplog.text
+    with pytest.raises(MemoryError):  # an explicit request is not second-guessed
+        make_engine(sr, backend="onnxruntime", device="cpu")

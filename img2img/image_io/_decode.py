@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import PIL.Image
 
+from img2img.image_io._native import native_messages, warn_each
 from img2img.image_io._record import (
     DEFAULT_MAX_PIXELS,
     Image,
@@ -271,7 +272,8 @@ def _decode_with_opencv(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Decode with OpenCV; ``size`` is the (width, height) the decoded array must have."""
     try:
-        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        with native_messages() as messages:
+            decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
         raise ImageIOError(path, f"cannot decode {fmt} data ({cv_message(err)})") from err
     width, height = size
@@ -282,6 +284,7 @@ def _decode_with_opencv(
                 "; OpenCV also refuses images over 2**30 pixels unless OPENCV_IO_MAX_IMAGE_PIXELS is raised"
             )
         raise ImageIOError(path, reason)
+    warn_each(path, messages)  # decoded despite them: a damaged but readable file
     if decoded.dtype not in (np.uint8, np.uint16):
         raise ImageIOError(
             path, f"unsupported sample type {decoded.dtype} (only 8- and 16-bit integer images)"

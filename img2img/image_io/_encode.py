@@ -17,6 +17,7 @@ import numpy as np
 import PIL.Image
 
 from img2img.atomic import replacing
+from img2img.image_io._native import native_messages, warn_each
 from img2img.image_io._record import (
     SUPPORTED_SUFFIXES,
     Image,
@@ -105,15 +106,18 @@ def _encode(path: Path, fmt: str, image: Image, quality: int) -> bytes:
         if metadata:
             _require_opencv_metadata(path)
             kinds, blocks = zip(*metadata, strict=True)
-            ok, buf = cv2.imencodeWithMetadata(
-                ext, array, list(kinds), [np.frombuffer(b, np.uint8) for b in blocks], params
-            )
+            with native_messages() as messages:
+                ok, buf = cv2.imencodeWithMetadata(
+                    ext, array, list(kinds), [np.frombuffer(b, np.uint8) for b in blocks], params
+                )
         else:
-            ok, buf = cv2.imencode(ext, array, params)
+            with native_messages() as messages:
+                ok, buf = cv2.imencode(ext, array, params)
     except cv2.error as err:
         raise ImageIOError(path, f"cannot encode as {fmt}: {cv_message(err)}") from err
     if not ok:
         raise ImageIOError(path, f"cannot encode as {fmt} (OpenCV's encoder failed)")
+    warn_each(path, messages)
     data = buf.tobytes()
     if fmt == "TIFF":
         tags = []

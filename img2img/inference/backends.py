@@ -201,7 +201,15 @@ def make_engine(
         return Engine(model, device=device, half=half, compile=compile, **common)
     if half:
         log.warning("--half: %s runs float32 on the CPU", chosen)
-    return Engine(model, runner=make_runner(model, chosen, device, threads, compile=compile), **common)
+    try:
+        runner = make_runner(model, chosen, device, threads, compile=compile)
+    except Exception as err:  # noqa: BLE001 - an export can fail in many ways; auto must still run
+        if backend != "auto":
+            raise
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        log.warning("backend auto: %s could not be prepared (%s); running on torch", chosen, reason[:200])
+        return Engine(model, device=device, half=half, compile=compile, **common)
+    return Engine(model, runner=runner, **common)
 
 
 class OnnxRuntimeRunner:
