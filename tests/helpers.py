@@ -3,6 +3,9 @@ the two tinted colour domains the cycle-consistency tests learn to map between."
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -116,3 +119,53 @@ def write_permuted_pairs(root, *, count: int, size: int, order=(2, 0, 1)):
         Image.fromarray(a).save(root / "trainA" / f"{i}.png")
         Image.fromarray(np.ascontiguousarray(a[..., list(order)])).save(root / "trainB" / f"{i}.png")
     return root
+
+
+class Server:
+    """A local HTTP server on 127.0.0.1 serving ``files`` (name -> bytes): Range requests answered
+    with 206 unless ``honour_range`` is off; every request is recorded. ``close()`` stops it."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.requests: list[dict] = []
+        self.honour_range = True
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            timeout = 5
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                rng = self.headers.get("Range")
+                outer.requests.append({"path": self.path, "range": rng})
+                data = outer.files.get(self.path.lstrip("/"))
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                if rng and outer.honour_range:
+                    start = int(rng.split("=")[1].split("-")[0])
+                    if start >= len(data):
+                        self.send_error(416)
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                self.wfile.write(data[start:])
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)

@@ -12,8 +12,6 @@ import io
 import json
 import re
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -25,58 +23,10 @@ from img2img.checkpoints import download as dl
 from img2img.checkpoints.zoo import ZOO, ZooModel
 from img2img.cli import cli
 from img2img.networks import build, registry
+from tests.helpers import Server
 
 # Architectures added by a concurrent branch (networks/srvgg.py); listed in the zoo before they land.
 PENDING_ARCHS = {"srvgg_compact"}
-
-
-class Server:
-    """A local HTTP server: Range requests answered with 206, unless ``honour_range`` is off."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-        self.requests: list[dict] = []
-        self.honour_range = True
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = 5
-
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                rng = self.headers.get("Range")
-                outer.requests.append({"path": self.path, "range": rng})
-                data = outer.files.get(self.path.lstrip("/"))
-                if data is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                if rng and outer.honour_range:
-                    start = int(rng.split("=")[1].split("-")[0])
-                    if start >= len(data):
-                        self.send_error(416)
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(data) - start))
-                self.end_headers()
-                self.wfile.write(data[start:])
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
 
 
 def _release_file(scale: int, seed: int) -> bytes:
