@@ -1,6 +1,6 @@
 """The model zoo: the table as data, `weights list --available`, `weights get` and `--model NAME`.
 
-Everything runs offline against an HTTP server started here on 127.0.0.1 (with Range support,
+Everything runs offline against a local HTTP server (tests/helpers.Server: with Range support,
 and switches to ignore Range or to serve the wrong bytes), with zoo entries pointing at it and
 small real model files made here.
 """
