@@ -222,7 +222,7 @@ def main() -> None:
     if args.conditions:
         conditions = args.conditions.split(",")
         card = {"model": args.model, "scale": args.scale, "denoise": args.denoise, "protocol": (
-            f"HR -> PIL antialiased bicubic /{args.scale} -> LR; jpeg: LR saved at JPEG q{JPEG_QUALITY}; noise: "
+            f"HR -> PIL antialiased bicubic downscale by {args.scale} -> LR; jpeg: LR saved at JPEG q{JPEG_QUALITY}; noise: "
             f"Gaussian sigma {NOISE_SIGMA:g} on the LR; PSNR-Y (BT.601), border {args.scale}; gain over PIL bicubic "
             "upscaling of the same LR"), "folders": {}}
         for folder in args.photos:

@@ -11,9 +11,12 @@
 # SAMPLE_EVERY (sample grids), EMA (the exported EMA's decay), DEGRADATION (bicubic, or photo for the real-world models), LOSS (l2 or
 # l1), LR (Adam's learning rate), INIT_FROM (a model to fine-tune, e.g. weights/img2img-sr-x4.safetensors).
 #
-# The real-world x4 model (the denoise=1 end of `img2img upscale --denoise`), fine-tuned from the clean one:
+# The real-world x4 model (the denoise=1 end of `img2img upscale --denoise`), fine-tuned from the clean one
+# in two stages (weights/img2img-sr-x4-rw.md; x2 alike with IMAGE_SIZE=64 FEAT=32 BLOCKS=6):
 #   DEGRADATION=photo LOSS=l1 LR=2e-4 STEPS=1000 BATCH=8 EMA=0.99 VAL_EVERY=200 SAMPLE_EVERY=100000 INIT_FROM=weights/img2img-sr-x4.safetensors FEAT=48 BLOCKS=10 \
-#     NDF=1 AUGMENT=hflip,vflip,rot90 DATA=runs/sr_data OUT=training_in_progress/sr-x4-photo scripts/train_default_upscaler.sh 4
+#     NDF=1 AUGMENT=hflip,vflip,rot90 DATA=runs/sr_data OUT=runs/sr-x4-photo scripts/train_default_upscaler.sh 4
+#   DEGRADATION=photo LOSS=l1 LR=1e-4 STEPS=2000 BATCH=8 EMA=0.99 VAL_EVERY=250 SAMPLE_EVERY=100000 INIT_FROM=runs/sr-x4-photo/model.safetensors FEAT=48 BLOCKS=10 \
+#     NDF=1 AUGMENT=hflip,vflip,rot90 DATA=runs/sr_data OUT=runs/sr-x4-photo-2 scripts/train_default_upscaler.sh 4
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCALE=${1:?usage: scripts/train_default_upscaler.sh 2|4}
