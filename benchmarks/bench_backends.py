@@ -17,6 +17,7 @@ Usage (threads: ONNX Runtime / OpenVINO intra-op threads; torch runs its usual 2
     .venv/bin/python benchmarks/bench_backends.py                       # the record, quiet machine
     .venv/bin/python benchmarks/bench_backends.py --short               # small inputs: does it run
     .venv/bin/python benchmarks/bench_backends.py --models x4 --rounds 5 --batch 2
+    .venv/bin/python benchmarks/bench_backends.py --models x4 --side 1000 --rounds 1   # a photo-sized run
 """
 
 from __future__ import annotations
@@ -88,8 +89,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=None, help="tiles per runner call [engine default]")
     parser.add_argument("--short", action="store_true", help="small inputs (a check that it runs)")
+    parser.add_argument("--side", type=int, default=None, help="input side for every model (default: SIZES)")
     args = parser.parse_args()
 
+    # What `img2img upscale/translate` does first (cli/__init__.py): glibc keeps freed memory, so
+    # torch's tiles do not page-fault their activations in again (docs/backends.md, "Memory churn").
+    # Without it the torch rows carry a cost the CLI does not pay and every ratio is flattered.
+    from img2img import allocator
+
+    kept = allocator.keep_freed_memory()
     # An export cache of its own, so the export time printed is the first-use cost.
     os.environ.setdefault("XDG_CACHE_HOME", tempfile.mkdtemp(prefix="bench_backends_"))
     import numpy as np
@@ -98,7 +106,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     backends = [b for b in args.backends.split(",") if b]
     rounds = args.rounds
-    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; threads {args.threads}")
+    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; threads {args.threads}; "
+          f"malloc keeps freed memory (as the CLI): {kept}")
     print(f"torch {torch.__version__}", end="")
     for module in ("onnxruntime", "openvino"):
         try:
@@ -109,7 +118,7 @@ def main() -> None:
     print(f"{'model':<8} {'input':>9} {'backend':<12} {'s/MP (median)':>14} {'runs':>22} {'vs torch':>9}")
     for name in args.models.split(","):
         model = model_for(name)
-        side = SIZES[name][1 if args.short else 0]
+        side = args.side or SIZES[name][1 if args.short else 0]
         pixels = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
         megapixels = (side * model.scale) ** 2 / 1e6
         engines, export_seconds = engines_for(model, backends, threads=args.threads, batch=args.batch)

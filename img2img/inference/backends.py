@@ -41,8 +41,7 @@ _PACKAGES = {
     "onnxruntime": ("onnxruntime", "onnx", "onnxscript"),
     "openvino": ("openvino", "onnx", "onnxscript"),
 }
-# How to get a missing runtime (ONNX Runtime and the exporter are normal dependencies of img2img).
-_INSTALL = {"onnxruntime": "pip install onnxruntime onnx onnxscript", "openvino": "pip install 'img2img[openvino]'"}
+_INSTALL = {"onnxruntime": "pip install 'img2img[onnx]'", "openvino": "pip install 'img2img[openvino]'"}
 
 @dataclass(frozen=True)
 class Measured:
@@ -59,13 +58,14 @@ class Measured:
 
 
 # What ``auto`` decides from: the full run of benchmarks/bench_backends.py on the project's quiet
-# 2-core machine, 2026-12-03 (the table in docs/benchmarks.md, "Backends"). Only measured
-# architectures belong here; any other runs on torch. U-Net: whole images (its receptive field
-# is its input, so ``tile="auto"`` runs it whole).
+# 2-core machine, 2026-12-03, with glibc keeping freed memory as the CLI does (the table in
+# docs/benchmarks.md, "Backends"). Only measured architectures belong here; any other runs on
+# torch. ONNX Runtime measured slower than torch for MSRResNet and RRDBNet, so auto never takes it
+# for them. U-Net: whole images (its receptive field is its input, so ``tile="auto"`` runs it whole).
 AUTO_CPU: dict[str, Measured] = {
-    "msrresnet": Measured(torch=1.840, onnxruntime=1.313, openvino=1.063, export=6.1),  # the bundled x4, 48/10
-    "rrdbnet": Measured(torch=17.97, onnxruntime=15.49, openvino=14.18, export=47.0),  # x4, 64/23
-    "unet_256": Measured(torch=1.713, onnxruntime=1.287, openvino=1.231, export=9.2),  # ngf 64
+    "msrresnet": Measured(torch=1.370, onnxruntime=1.423, openvino=1.102, export=7.0),  # the bundled x4, 48/10
+    "rrdbnet": Measured(torch=16.13, onnxruntime=16.35, openvino=14.53, export=58.0),  # x4, 64/23
+    "unet_256": Measured(torch=1.789, onnxruntime=1.714, openvino=1.482, export=8.8),  # ngf 64
 }
 
 
