@@ -26,7 +26,6 @@ from img2img.networks import build, registry
 from tests.helpers import Server
 
 
-
 def _release_file(scale: int, seed: int) -> bytes:
     """A small RRDBNet saved the way Real-ESRGAN releases are ({"params_ema": state dict})."""
     torch.manual_seed(seed)
