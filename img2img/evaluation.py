@@ -162,7 +162,8 @@ def evaluate_model(
         src, dst, unsplit = _model_folders(data_dir, split, direction, inputs, targets, Path(tmp) / "split")
         predictions = Path(tmp) / "predictions"
         try:
-            descriptor = load_model(model, direction=direction if direction == "BtoA" else None)
+            # What `img2img upscale` runs: a declared denoise pair at its card's default strength.
+            descriptor = load_model(model, direction=direction if direction == "BtoA" else None, denoise="default")
             run = run_folder(Engine(descriptor, device=device), src, predictions)
         except (CheckpointError, PipelineUsageError, InferenceError) as e:
             raise EvaluationError(str(e)) from e

@@ -126,3 +126,31 @@ def test_upscale_cli_denoise(tmp_path) -> None:
     assert "--denoise needs a model whose card (sr-rw.json) declares a real-world companion" in output
     code, output, _ = run("--model", str(clean), "--denoise", "2")
     assert code == EXIT_USAGE and "not in the range" in output
+
+
+def test_eval_and_the_web_page_run_the_pair_as_upscale_does(tmp_path) -> None:
+    """`img2img eval --model` and the web page load a paired model at its card's default, like upscale."""
+    from img2img.evaluation import evaluate_model
+    from img2img.web.jobs import JobQueue
+
+    clean, real = _pair(tmp_path / "weights", default=1.0)  # default 1: the blend is the companion itself
+    data = tmp_path / "data"
+    for folder in ("lr", "hr"):
+        (data / folder).mkdir(parents=True)
+    hr = smooth_rgb(24, 20, seed=4)
+    image_io.write_image(data / "hr" / "a.png", image_io.Image(pixels=hr))
+    image_io.write_image(data / "lr" / "a.png", image_io.Image(pixels=hr[::2, ::2].copy()))
+    paired = evaluate_model("sr-clean", data, inputs="lr", targets="hr").means()
+    companion = evaluate_model(str(real), data, inputs="lr", targets="hr").means()
+    assert paired == companion  # the pair at its default is what ran, not the clean model alone
+    assert not torch.equal(_state(clean)["conv_first.weight"], _state(real)["conv_first.weight"])
+
+    from img2img.web.jobs import Job, Options
+    from img2img.web.models import ModelEntry
+
+    queue = JobQueue(tmp_path / "jobs", device="cpu", max_pixels=10**6, publish=lambda event: None)
+    entry = ModelEntry(id="sr-clean", label="sr", task="upscale", origin="bundled", source="sr-clean")
+    job = Job(id="j", name="a.png", model=entry, options=Options(tile=0), folder=tmp_path, input_path=tmp_path / "a")
+    served = queue._engine_for(job).model.net.state_dict()
+    want = load_model(real).net.state_dict()
+    assert all(torch.equal(served[k], want[k]) for k in want)  # the card's default (1.0): the companion

@@ -269,8 +269,10 @@ class JobQueue:
         key = (job.model.id, job.options.tile, job.options.overlap)
         if self._engine_key != key or self._engine is None:
             self._engine = self._engine_key = None  # let the previous model go before loading the next
+            # denoise="default": a model whose card declares a real-world companion runs blended at
+            # the card's strength, exactly what `img2img upscale` runs without --denoise.
             descriptor = load_model(job.model.source, direction=job.model.direction,
-                                    device=select_device(self.device))
+                                    device=select_device(self.device), denoise="default")
             self._engine = Engine(descriptor, tile=job.options.tile, overlap=job.options.overlap)
             self._engine_key = key
         return self._engine
