@@ -271,19 +271,21 @@ def _run(
                     err=True,
                 )
         tiles = TileProgress(jobs, stream=sys.stderr, terminal=sys.stderr.isatty()) if verbosity >= 1 and main else None
-        report = run_jobs(
-            engine,
-            jobs,
-            overwrite=not skip_existing,
-            quality=quality,
-            max_pixels=image_io.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels or None,
-            progress=verbosity >= 1 and sys.stderr.isatty() and main,
-            on_error=lambda path, reason: click.echo(f"error: {path}: {reason}", err=True),
-            tile_progress=tiles,
-            outscale=outscale,
-        )
-        if tiles is not None:
-            tiles.close()
+        try:
+            report = run_jobs(
+                engine,
+                jobs,
+                overwrite=not skip_existing,
+                quality=quality,
+                max_pixels=image_io.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels or None,
+                progress=verbosity >= 1 and sys.stderr.isatty() and main,
+                on_error=lambda path, reason: click.echo(f"error: {path}: {reason}", err=True),
+                tile_progress=tiles,
+                outscale=outscale,
+            )
+        finally:
+            if tiles is not None:
+                tiles.close()  # the bar of an image cut short (Ctrl-C) is removed too
         report = sharding.merge(report, shard)  # every rank's files, so every rank's exit code agrees
     if verbosity >= 1 and main:
         parts = [f"wrote {len(report.written)}"]
