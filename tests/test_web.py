@@ -59,7 +59,8 @@ def upload(client: TestClient, path: Path, *models: str, name: str | None = None
 def test_models_are_listed_by_id_without_paths(models: Path) -> None:
     listed = {m["id"]: m for m in TestClient(create_app([models])).get("/api/models").json()["models"]}
     assert listed["img2img-sr-x4"] == {"id": "img2img-sr-x4", "label": "img2img-sr-x4", "task": "upscale",
-                                       "origin": "bundled", "direction": None, "scale": 4}
+                                       "origin": "bundled", "direction": None, "scale": 4, "denoise_default": 0.75}
+    assert listed["sr-tiny"]["denoise_default"] is None  # no card declaring a companion
     assert (listed["sr-tiny"]["task"], listed["sr-tiny"]["scale"]) == ("upscale", 2)
     assert {k: listed[k]["direction"] for k in ("cyc-AtoB", "cyc-BtoA")} == {"cyc-AtoB": "AtoB", "cyc-BtoA": "BtoA"}
     assert listed["cyc-AtoB"]["task"] == "translate"
@@ -187,6 +188,26 @@ def test_scale_and_denoise_options(models: Path, tmp_path: Path) -> None:
         app.state.jobs.join()
         (job,) = client.get("/api/jobs").json()["jobs"]
         assert (job["status"], job["width"], job["height"]) == ("done", 72, 60)
+
+
+def test_the_models_own_denoise_strength(models: Path, tmp_path: Path) -> None:
+    """strength: the blend with the companion a card declares (`upscale --denoise`), as the CLI runs it."""
+    app = create_app([models])
+    src = photo(tmp_path / "a.png")
+    with TestClient(app) as client:
+        refused = upload(client, src, "sr-tiny", strength="0.5")
+        assert refused.status_code == 400 and "sr-tiny: no real-world companion" in refused.json()["error"]
+        assert upload(client, src, "img2img-sr-x2", strength="2").status_code == 400
+        for strength in ("0", ""):
+            assert upload(client, src, "img2img-sr-x2", strength=strength).status_code == 201
+        app.state.jobs.join()
+        jobs = sorted(client.get("/api/jobs").json()["jobs"], key=lambda job: job["id"])
+        outputs = [image_io.read_image(app.state.jobs.get(job["id"]).output_path).pixels for job in jobs]
+    image = image_io.read_image(src)
+    clean = Engine(load_model("img2img-sr-x2", denoise=0.0))(image).pixels
+    default = Engine(load_model("img2img-sr-x2", denoise="default"))(image).pixels
+    assert not np.array_equal(clean, default)
+    assert sorted(map(bytes, map(np.ascontiguousarray, outputs))) == sorted(map(bytes, [clean, default]))
 
 
 def test_denoise() -> None:

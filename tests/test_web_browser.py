@@ -132,6 +132,26 @@ def test_upload_gives_the_same_result_as_img2img_upscale(page: Page, folder: Pat
     assert result.evaluate("img => img.naturalWidth") == 68  # the page shows the real result
 
 
+def test_the_model_denoise_strength_is_offered_for_paired_models_and_matches_the_cli(
+    page: Page, folder: Path, tmp_path: Path
+) -> None:
+    src = photo(tmp_path / "photo.png", 24, 28)
+    strength = page.locator("#strength")
+    page.get_by_test_id("model").select_option("sr-tiny")
+    expect(strength).to_be_disabled()  # no card declaring a real-world companion
+    page.get_by_test_id("model").select_option("img2img-sr-x2")
+    expect(strength).to_be_enabled()
+    expect(page.locator("#strength-note")).to_have_text("default 0.5")
+    advanced(page, strength="0")
+    page.get_by_test_id("file-input").set_input_files(str(src))
+    page.get_by_test_id("run").click()
+    expect(page.get_by_test_id("result")).to_be_visible()
+    got = decode(fetch(page, page.get_by_test_id("download").evaluate("a => a.href")), tmp_path, "got.png")
+    expected = cli_output(folder, "upscale", str(src), str(tmp_path / "cli.png"), "--scale", "2", "--denoise", "0")
+    assert got.shape == expected.shape == (48, 56, 3)
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
 def test_several_files_are_queued_and_all_done_then_zipped(page: Page, tmp_path: Path) -> None:
     files = [photo(tmp_path / f"p{i}.png", 16 + 4 * i, 20, seed=i) for i in range(3)]
     page.get_by_test_id("model").select_option("sr-tiny")

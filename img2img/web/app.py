@@ -152,6 +152,13 @@ def create_app(
             if not chosen or None in chosen:
                 raise UploadRefused("choose a model from the list")
             options = _options(form)
+            if options.strength is not None:
+                unpaired = [m.id for m in chosen if m is not None and not m.denoise_pair]
+                if unpaired:
+                    raise UploadRefused(
+                        f"{', '.join(unpaired)}: no real-world companion in its card, so no denoise strength; "
+                        "leave the strength blank"
+                    )
             group = secrets.token_urlsafe(8) if len(chosen) > 1 else None
             job_id, folder = jobs.new_folder()
             input_path = folder / f"input{suffix}"
@@ -298,7 +305,8 @@ def _options(form: Any) -> Options:
     if fmt not in FORMATS:
         raise UploadRefused(f"format must be one of {', '.join(FORMATS)}")
     return Options(tile=tile, overlap=number("overlap", int, 0), scale=number("scale", int, 1, MAX_SCALE),
-                   denoise=number("denoise", float, 0.0, 1.0) or 0.0, fmt=fmt)
+                   denoise=number("denoise", float, 0.0, 1.0) or 0.0, strength=number("strength", float, 0.0, 1.0),
+                   fmt=fmt)
 
 
 def _save(upload: UploadFile, path: Path, max_bytes: int) -> None:

@@ -47,13 +47,16 @@ class Options:
 
     tile: input tile side in pixels, ``"auto"`` or 0 (whole image); overlap: pixels or None (the
     model's default); scale: output side / input side, None for the model's own (other values
-    resize the model's output); denoise: 0 (off) to 1, applied before the model; fmt: one of FORMATS.
+    resize the model's output); denoise: 0 (off) to 1, OpenCV's filter applied before the model;
+    strength: the model's own denoise strength, 0..1 (its blend with the real-world companion its
+    card declares, ``img2img upscale --denoise``), None for the card's default; fmt: one of FORMATS.
     """
 
     tile: int | str = "auto"
     overlap: int | None = None
     scale: int | None = None
     denoise: float = 0.0
+    strength: float | None = None
     fmt: str = "same"
     quality: int = 95
 
@@ -266,13 +269,14 @@ class JobQueue:
         self._changed(job)
 
     def _engine_for(self, job: Job) -> Engine:
-        key = (job.model.id, job.options.tile, job.options.overlap)
+        key = (job.model.id, job.options.tile, job.options.overlap, job.options.strength)
         if self._engine_key != key or self._engine is None:
             self._engine = self._engine_key = None  # let the previous model go before loading the next
-            # denoise="default": a model whose card declares a real-world companion runs blended at
-            # the card's strength, exactly what `img2img upscale` runs without --denoise.
+            # Without a strength, a model whose card declares a real-world companion runs blended at
+            # the card's default, exactly what `img2img upscale` runs without --denoise.
+            strength = "default" if job.options.strength is None else job.options.strength
             descriptor = load_model(job.model.source, direction=job.model.direction,
-                                    device=select_device(self.device), denoise="default")
+                                    device=select_device(self.device), denoise=strength)
             self._engine = Engine(descriptor, tile=job.options.tile, overlap=job.options.overlap)
             self._engine_key = key
         return self._engine

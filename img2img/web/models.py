@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from img2img.checkpoints import CheckpointError, list_bundled, read_metadata, resolve_source
+from img2img.checkpoints.denoise import denoise_pair
 
 MODEL_SUFFIXES = (".safetensors", ".pth")
 DIRECTIONS = ("AtoB", "BtoA")
@@ -45,11 +46,12 @@ class ModelEntry:
     source: str
     direction: str | None = None
     scale: int | None = None
+    denoise_pair: float | None = None  # the card's default strength when it declares a real-world companion
 
     def public(self) -> dict[str, Any]:
         """What the browser may see: no path."""
         return {"id": self.id, "label": self.label, "task": self.task, "origin": self.origin,
-                "direction": self.direction, "scale": self.scale}
+                "direction": self.direction, "scale": self.scale, "denoise_default": self.denoise_pair}
 
 
 def find_models(folders: Iterable[str | os.PathLike[str]] = ()) -> list[ModelEntry]:
@@ -58,7 +60,8 @@ def find_models(folders: Iterable[str | os.PathLike[str]] = ()) -> list[ModelEnt
     for model in list_bundled():
         scale = _scale_of(model.path)
         origin = "cache" if model.location == "cache" else "bundled"
-        found.append(_entry(model.name, model.name, origin=origin, source=model.name, scale=scale))
+        found.append(_entry(model.name, model.name, origin=origin, source=model.name, scale=scale,
+                            pair=_pair_default(model.path)))
     for folder in folders:
         found.extend(_models_in(Path(folder)))
     return _unique_ids(found)
@@ -73,7 +76,7 @@ def _models_in(folder: Path) -> Iterator[ModelEntry]:
             continue
         if path.is_file() and path.suffix.lower() in MODEL_SUFFIXES:
             scale = _scale_of(path)
-            yield _entry(path.stem, path.stem, origin="folder", source=str(path), scale=scale)
+            yield _entry(path.stem, path.stem, origin="folder", source=str(path), scale=scale, pair=_pair_default(path))
         elif path.is_dir():
             yield from _run_entries(path)
 
@@ -99,12 +102,21 @@ def _run_entries(run_dir: Path) -> Iterator[ModelEntry]:
 
 
 def _entry(key: str, label: str, *, origin: str, source: str, scale: int | None,
-           direction: str | None = None) -> ModelEntry:
+           direction: str | None = None, pair: float | None = None) -> ModelEntry:
     task = "any" if scale is None else ("upscale" if scale > 1 else "translate")
     if scale is not None and scale > 1 and f"x{scale}" not in label:
         label = f"{label} ×{scale}"
     model_id = _UNSAFE.sub("-", key).strip("-.") or "model"
-    return ModelEntry(model_id, label, task, origin, source, direction, scale)
+    return ModelEntry(model_id, label, task, origin, source, direction, scale, pair)
+
+
+def _pair_default(path: Path) -> float | None:
+    """The default denoise strength the card beside ``path`` declares, or None (no pair, or a bad card)."""
+    try:
+        pair = denoise_pair(path)
+    except CheckpointError:
+        return None
+    return None if pair is None else pair.default
 
 
 def _scale_of(path: Path) -> int | None:

@@ -5,7 +5,7 @@
 
 const $ = (selector) => document.querySelector(selector);
 const state = {
-  models: [],          // from api/models: {id, label, task, origin, direction, scale}
+  models: [],          // from api/models: {id, label, task, origin, direction, scale, denoise_default}
   limits: {},          // {max_bytes, max_pixels}
   suffixes: [],        // supported file suffixes
   picked: [],          // File objects waiting for Run
@@ -57,7 +57,18 @@ function fillModels() {
   box.replaceChildren(el("legend", {}, "Models"), ...models.map((m, i) =>
     el("label", { class: "compare-choice" },
       el("input", { type: "checkbox", value: m.id, checked: i < 2 }), " ", m.label, el("br"))));
+  fillStrength();
   updateButtons();
+}
+
+// The model's own denoise strength (its blend with a real-world companion): only for models whose
+// card declares one; the note says the card's default.
+function fillStrength() {
+  const model = state.models.find((m) => m.id === $("#model").value);
+  const paired = Boolean(model) && model.denoise_default !== null && model.denoise_default !== undefined;
+  $("#strength").disabled = !paired;
+  if (!paired) $("#strength").value = "";
+  $("#strength-note").textContent = paired ? `default ${model.denoise_default}` : "this model has no real-world companion";
 }
 
 // ------------------------------------------------------------------------- picking files
@@ -122,6 +133,7 @@ function options() {
   return {
     scale: $("#scale").value,
     denoise: $("#denoise").value,
+    strength: $("#strength").disabled ? "" : $("#strength").value,
     tile: $("#tile").value.trim() || "auto",
     overlap: $("#overlap").value.trim(),
     format: $("#format").value,
@@ -397,6 +409,7 @@ function start() {
     addFiles(files, folder);
   });
   for (const radio of document.querySelectorAll("input[name=task]")) radio.addEventListener("change", fillModels);
+  $("#model").addEventListener("change", fillStrength);
   $("#denoise").addEventListener("input", () => {
     const value = Number($("#denoise").value);
     $("#denoise-value").textContent = value ? value.toFixed(2) : "off";
